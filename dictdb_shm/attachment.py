@@ -1,0 +1,99 @@
+"""A process's attachment to one database: the mapped catalog and, per table,
+the one TableLock and TableStore this process uses.
+
+Owns: the process-wide registry that makes every handle of a database in
+this process share the same locks (so a write made through one handle while
+another holds ``write_lock()`` does not deadlock).  Must never: create or
+unlink shared objects (the coordinator does) or speak to the coordinator.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import posix_ipc
+
+from dictdb_shm import names
+from dictdb_shm.engine.catalog import Catalog, TableEntry
+from dictdb_shm.engine.store import TableStore
+from dictdb_shm.errors import TableNotFoundError
+from dictdb_shm.lock.rwlock import TableLock
+
+DEFAULT_LOCK_TIMEOUT = float(os.environ.get("DICTDB_SHM_LOCK_TIMEOUT", "30"))
+
+_registry: dict[str, "Attachment"] = {}
+_registry_lock = threading.Lock()
+
+
+class Attachment:
+    def __init__(self, db: str, catalog: Catalog, lock_timeout: float) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.lock_timeout = lock_timeout
+        self.handles = 0
+        self._tables: dict[int, tuple[TableLock, TableStore]] = {}
+        self._mutex = threading.Lock()
+
+    @classmethod
+    def get(cls, db: str, *, wait: float = 0.0,
+            lock_timeout: float | None = None) -> "Attachment":
+        """The attachment of this process to ``db``, mapping the catalog if needed."""
+        with _registry_lock:
+            att = _registry.get(db)
+            if att is None or not _catalog_still_there(att):
+                att = cls(db, Catalog.attach(db, wait=wait),
+                          DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout)
+                _registry[db] = att
+            elif lock_timeout is not None:
+                att.lock_timeout = lock_timeout
+            att.handles += 1
+            return att
+
+    def release(self) -> None:
+        with _registry_lock:
+            self.handles -= 1
+            if self.handles <= 0 and _registry.get(self.db) is self:
+                del _registry[self.db]
+                self.catalog.close()
+
+    def forget(self) -> None:
+        """Drop this attachment from the registry (the database is gone)."""
+        with _registry_lock:
+            if _registry.get(self.db) is self:
+                del _registry[self.db]
+            self.catalog.close()
+
+    def table(self, entry: TableEntry) -> tuple[TableLock, TableStore]:
+        """The lock and store of ``entry``, opened once per process."""
+        with self._mutex:
+            pair = self._tables.get(entry.uid)
+            if pair is None:
+                try:
+                    wsem = posix_ipc.Semaphore(names.write_semaphore(self.db, entry.uid))
+                    drain = posix_ipc.Semaphore(names.drain_semaphore(self.db, entry.uid))
+                except posix_ipc.ExistentialError:
+                    raise TableNotFoundError(f"table {entry.name!r} was dropped") from None
+                lock = TableLock(self.db, entry.name, self.catalog.buf,
+                                 self.catalog.repair_fd(), entry.index, wsem, drain,
+                                 self.lock_timeout)
+                store = TableStore(self.db, entry.name, self.catalog.buf, entry.index,
+                                   entry.uid, lock)
+                lock.recover = store.recover
+                pair = (lock, store)
+                self._tables[entry.uid] = pair
+            pair[0].timeout = self.lock_timeout
+            return pair
+
+    def forget_table(self, uid: int) -> None:
+        with self._mutex:
+            self._tables.pop(uid, None)
+
+
+def _catalog_still_there(att: Attachment) -> bool:
+    """False when the database was destroyed and maybe recreated since we mapped it."""
+    try:
+        st = os.stat(os.path.join(names.SHM_DIR, names.catalog_segment(att.db)[1:]))
+    except FileNotFoundError:
+        return False
+    return st.st_ino == os.fstat(att.catalog.repair_fd()).st_ino

@@ -1,0 +1,1 @@
+"""The public API objects: DictDB (a database handle) and Table."""

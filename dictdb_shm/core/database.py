@@ -1,0 +1,177 @@
+"""DictDB: a handle on one shared-memory database.
+
+Owns: the database lifecycle as a user sees it (create or attach by name,
+private databases, close, destroy, context manager, pickling) and the table
+catalogue calls.  Must never: edit the catalog itself (the coordinator does,
+through client.request) or touch records.
+
+Lifetimes (DESIGN.md invariant 5):
+
+* ``DictDB(name)`` creates the database or attaches to it, and starts its
+  coordinator when none runs.  It lives until ``destroy()`` or until its
+  coordinator is stopped; ``close()`` and process exit only detach.
+* ``DictDB()`` is private: a generated name others may attach to, removed
+  when its creator closes it or exits.  If the creator is killed, the
+  coordinator notices within ``HOUSEKEEPING_INTERVAL`` and removes it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import weakref
+from typing import Any, Mapping
+
+from dictdb_shm import names
+from dictdb_shm.attachment import Attachment
+from dictdb_shm.coordinator import client
+from dictdb_shm.core import schema as schemas
+from dictdb_shm.core.table import Table
+from dictdb_shm.engine.catalog import TableEntry
+from dictdb_shm.engine.store import TableStore
+from dictdb_shm.errors import DatabaseClosedError, TableNotFoundError
+from dictdb_shm.lock.rwlock import TableLock
+from dictdb_shm.procinfo import own_identity
+
+_private_dbs: "weakref.WeakSet[DictDB]" = weakref.WeakSet()
+
+
+class DictDB:
+    """A shared-memory database that many processes use at once.
+
+    ``lock_timeout`` (seconds, default 30 or $DICTDB_SHM_LOCK_TIMEOUT) bounds
+    every lock wait of this process on this database; past it the call raises
+    LockTimeoutError naming the table and the holder's pid.
+    """
+
+    _att: Attachment | None = None
+    _private = False
+
+    def __init__(self, name: str | None = None, *, lock_timeout: float | None = None) -> None:
+        if name is None:
+            name = names.private_db_name()
+            client.ensure_running(name, create=True, private=True, owner=own_identity())
+            self._private = True
+            self._creator_pid = os.getpid()
+            _private_dbs.add(self)
+        else:
+            names.check_db_name(name)
+            client.ensure_running(name, create=True)
+        self._name = name
+        self._att = Attachment.get(name, wait=5, lock_timeout=lock_timeout)
+        self._tables: dict[str, Table] = {}
+        self._mutex = threading.Lock()
+
+    @classmethod
+    def attach(cls, name: str, *, lock_timeout: float | None = None) -> "DictDB":
+        """Attach to an existing database; DatabaseNotFoundError when absent."""
+        names.check_db_name(name)
+        client.ensure_running(name, create=False)
+        db = cls.__new__(cls)
+        db._name = name
+        db._att = Attachment.get(name, wait=5, lock_timeout=lock_timeout)
+        db._tables = {}
+        db._mutex = threading.Lock()
+        return db
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def is_private(self) -> bool:
+        return self._attachment().catalog.private
+
+    def _attachment(self) -> Attachment:
+        att = self._att
+        if att is None:
+            raise DatabaseClosedError(f"database {self._name!r} is closed in this handle")
+        return att
+
+    def close(self) -> None:
+        """Detach this handle; the data stays for the other processes.  On the
+        private database's creating handle, close() removes the database."""
+        if self._private and os.getpid() == self._creator_pid:
+            self.destroy()
+            return
+        att, self._att = self._att, None
+        if att is not None:
+            att.release()
+        self._tables = {}
+
+    def destroy(self) -> None:
+        """Remove the database for every process: segments, semaphores and
+        coordinator.  Other processes' handles then raise on use."""
+        att, self._att = self._att, None
+        if att is not None:
+            att.forget()
+        self._tables = {}
+        client.destroy(self._name)
+
+    def __enter__(self) -> "DictDB":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple:
+        return (DictDB.attach, (self._name,))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._att is None else "open"
+        return f"<DictDB {self._name!r} {state}>"
+
+    # --------------------------------------------------------------- tables
+    def create_table(self, table_name: str, primary_key: str = "id",
+                     schema: Mapping[str, type] | None = None) -> Table:
+        """Create a table every attached process sees.  DuplicateTableError
+        when it exists."""
+        names.check_table_name(table_name)
+        if not isinstance(primary_key, str) or not primary_key:
+            raise ValueError("primary_key must be a non-empty field name")
+        self._attachment()
+        meta = {"pk": primary_key, "schema": schemas.encode_schema(schema, primary_key)}
+        client.request(self._name, "create_table", table_name, meta)
+        return self.get_table(table_name)
+
+    def get_table(self, table_name: str) -> Table:
+        with self._mutex:
+            table = self._tables.get(table_name)
+            att = self._attachment()
+            if table is not None and att.catalog.is_current(
+                    table._slot, table._store.uid):
+                return table
+            table = Table._open(self, table_name)
+            self._tables[table_name] = table
+            return table
+
+    def drop_table(self, table_name: str) -> None:
+        self._attachment()
+        client.request(self._name, "drop_table", table_name)
+        with self._mutex:
+            self._tables.pop(table_name, None)
+
+    def list_tables(self) -> list[str]:
+        return [e.name for e in self._attachment().catalog.entries()]
+
+    def _open_table(self, table_name: str) -> tuple[TableEntry, TableLock, TableStore]:
+        att = self._attachment()
+        entry = att.catalog.find(table_name)
+        if entry is None:
+            raise TableNotFoundError(f"no table {table_name!r} in database {self._name!r}")
+        lock, store = att.table(entry)
+        return entry, lock, store
+
+
+def _remove_private_databases() -> None:
+    for db in list(_private_dbs):
+        if db._att is not None and os.getpid() == db._creator_pid:
+            try:
+                db.destroy()
+            except Exception:  # exiting: the coordinator removes it anyway
+                pass
+
+
+atexit.register(_remove_private_databases)

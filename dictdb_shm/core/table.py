@@ -1,0 +1,280 @@
+"""Table: DictDB's table API over a shared-memory TableStore.
+
+Owns: the meaning of each public table call (auto primary keys, schemas,
+upsert rules, what update and delete match, select's shaping), and which
+lock each call takes.  Must never: touch bytes or shared memory; it speaks to
+the store through ``get``, ``read``, ``apply`` and ``next_auto_pk`` only.
+
+Every write call runs under the table's write lock and hands the store one
+batch, which the store applies all-or-nothing.  Reads go through
+``store.read``, which gives them one consistent state of the table without
+taking a lock in the common case.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from dictdb_shm.core import schema as schemas
+from dictdb_shm.core.planner import primary_key_candidates
+from dictdb_shm.engine.store import DELETE, INSERT, PUT, TableStore
+from dictdb_shm.errors import DuplicateKeyError, RecordNotFoundError, SchemaValidationError
+from dictdb_shm.lock.rwlock import TableLock
+from dictdb_shm.query import Field, as_predicate, compile_predicate, shape_rows
+
+if TYPE_CHECKING:
+    from dictdb_shm.core.database import DictDB
+
+Record = dict[str, Any]
+_MISSING = object()
+_ON_CONFLICT = ("update", "ignore", "error")
+
+
+class Table:
+    """A table of dicts shared by every process attached to its database.
+
+    ``Table(name, primary_key="id", schema=None)`` makes a standalone table in
+    a private database of its own; tables of a named database come from
+    ``db.create_table`` / ``db.get_table``.  ``t.field`` and ``t["field"]``
+    build query conditions (``t["count"]`` reaches a field whose name is also
+    a method).  A Table pickles as the names to attach to.
+    """
+
+    _lock: TableLock
+    _store: TableStore
+
+    def __init__(self, name: str, primary_key: str = "id",
+                 schema: Mapping[str, type] | None = None) -> None:
+        from dictdb_shm.core.database import DictDB
+        db = DictDB()
+        db.create_table(name, primary_key=primary_key, schema=schema)
+        self._bind(db, name)
+
+    @classmethod
+    def _open(cls, db: "DictDB", name: str) -> "Table":
+        table = cls.__new__(cls)
+        table._bind(db, name)
+        return table
+
+    def _bind(self, db: "DictDB", name: str) -> None:
+        entry, lock, store = db._open_table(name)
+        self._db = db
+        self.table_name = name
+        self.primary_key = entry.meta["pk"]
+        self._schema = schemas.decode_schema(entry.meta.get("schema"))
+        self._slot = entry.index
+        self._lock = lock
+        self._store = store
+
+    # --------------------------------------------------------------- fields
+    def __getattr__(self, attr: str) -> Field:
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return Field(attr)
+
+    def __getitem__(self, field: str) -> Field:
+        return Field(field)
+
+    def __reduce__(self) -> tuple:
+        return (_reopen_table, (self._db.name, self.table_name))
+
+    def __repr__(self) -> str:
+        return f"<Table {self.table_name!r} of database {self._db.name!r}>"
+
+    # --------------------------------------------------------------- writes
+    def insert(self, record: Record | Sequence[Record], batch_size: int | None = None,
+               skip_validation: bool = False) -> Any:
+        """Insert one record (returns its primary key) or a list of records
+        (returns their keys, all inserted or none).
+
+        A record without the primary key gets the next free integer, written
+        into the caller's dict once the insert succeeded.  ``batch_size`` is
+        accepted for DictDB compatibility; the whole list is one atomic write.
+        """
+        if isinstance(record, Mapping):
+            return self._insert([record], skip_validation)[0]
+        if isinstance(record, (list, tuple)):
+            return self._insert(record, skip_validation)
+        raise TypeError(f"insert takes a dict or a list of dicts, not {type(record).__name__}")
+
+    def _insert(self, records: Sequence[Record], skip_validation: bool) -> list[Any]:
+        pk_name, schema, name = self.primary_key, self._schema, self.table_name
+        for r in records:
+            if not isinstance(r, Mapping):
+                raise TypeError(f"insert takes dicts, got {type(r).__name__}")
+        with self._lock.write_lock():
+            next_pk = None
+            pks: list[Any] = []
+            changes = []
+            assigned = []
+            for r in records:
+                pk = r.get(pk_name, _MISSING)
+                if pk is _MISSING:
+                    if next_pk is None:
+                        next_pk = self._store.next_auto_pk()
+                    pk = next_pk
+                    next_pk += 1
+                    r = dict(r)
+                    r[pk_name] = pk
+                    assigned.append(len(pks))
+                elif next_pk is not None and type(pk) is int and pk >= next_pk:
+                    next_pk = pk + 1
+                if schema is not None and not skip_validation:
+                    schemas.validate(r, schema, name)
+                pks.append(pk)
+                changes.append((pk, r, INSERT))
+            self._store.apply(changes)
+        for i in assigned:
+            records[i][pk_name] = pks[i]  # type: ignore[index]
+        return pks
+
+    def upsert(self, record: Record, on_conflict: str = "update") -> tuple[Any, str]:
+        """Insert ``record``, or resolve a clash on its primary key:
+        ``"update"`` merges its fields into the stored record, ``"ignore"``
+        keeps the stored one, ``"error"`` raises DuplicateKeyError."""
+        if on_conflict not in _ON_CONFLICT:
+            raise ValueError(f"on_conflict must be one of {_ON_CONFLICT}, not {on_conflict!r}")
+        pk = record.get(self.primary_key, _MISSING)
+        if pk is _MISSING:
+            return self.insert(record), "inserted"
+        with self._lock.write_lock():
+            current = self._store.read(lambda s: s.lookup(pk))
+            if current is None:
+                return self.insert(record), "inserted"
+            if on_conflict == "ignore":
+                return pk, "ignored"
+            if on_conflict == "error":
+                raise DuplicateKeyError(f"table {self.table_name!r} already has primary key {pk!r}")
+            current.update(record)
+            if self._schema is not None:
+                schemas.validate(current, self._schema, self.table_name)
+            self._store.apply([(pk, current, PUT)])
+        return pk, "updated"
+
+    def update(self, changes: Mapping[str, Any], where: Any = None) -> int:
+        """Apply ``changes`` to every record matching ``where`` (all records
+        when None), all or nothing.  RecordNotFoundError when none match."""
+        if not isinstance(changes, Mapping):
+            raise TypeError("update takes a dict of field -> new value")
+        pk_name = self.primary_key
+        with self._lock.write_lock():
+            matches = self._matching(where)
+            if not matches:
+                raise RecordNotFoundError(f"no record of table {self.table_name!r} matches {where!r}")
+            batch = []
+            for r in matches:
+                pk = r[pk_name]
+                r.update(changes)
+                if r.get(pk_name, _MISSING) != pk:
+                    raise SchemaValidationError(
+                        f"table {self.table_name!r}: update cannot change the primary key "
+                        f"{pk_name!r}", hint="delete the record and insert it with the new key")
+                if self._schema is not None:
+                    schemas.validate(r, self._schema, self.table_name)
+                batch.append((pk, r, PUT))
+            self._store.apply(batch)
+        return len(batch)
+
+    def delete(self, where: Any = None) -> int:
+        """Delete every record matching ``where`` (all when None), all or
+        nothing.  RecordNotFoundError when none match."""
+        pk_name = self.primary_key
+        with self._lock.write_lock():
+            matches = self._matching(where)
+            if not matches:
+                raise RecordNotFoundError(f"no record of table {self.table_name!r} matches {where!r}")
+            self._store.apply([(r[pk_name], None, DELETE) for r in matches])
+        return len(matches)
+
+    # ---------------------------------------------------------------- reads
+    def get(self, pk: Any, default: Any = None) -> Any:
+        """The record with primary key ``pk`` or ``default``: the fast path."""
+        return self._store.get(pk, default)
+
+    def select(self, columns: Sequence[str] | Mapping[str, str] | None = None,
+               where: Any = None, order_by: str | Sequence[str] | None = None,
+               limit: int | None = None, offset: int = 0, copy: bool = True,
+               distinct: bool = False) -> list[Record]:
+        """Records matching ``where``, shaped like DictDB's select.
+
+        Every record is decoded from shared memory for this call, so the
+        result is always the caller's own: ``copy=False`` is accepted and
+        returns the same private dicts.  Without ``order_by`` the order is the
+        order in which records were last written.
+        """
+        stop = None if order_by or distinct or limit is None else offset + limit
+        rows = self._matching(where, stop)
+        return shape_rows(rows, columns=columns, order_by=order_by, limit=limit,
+                          offset=offset, distinct=distinct)
+
+    def _matching(self, where: Any, stop: int | None = None) -> list[Record]:
+        node = as_predicate(where)
+        keys = primary_key_candidates(node, self.primary_key)
+        pred = compile_predicate(node)
+        if keys is not None:
+            def by_key(s: TableStore) -> list[Record]:
+                found = (s.lookup(k) for k in keys)
+                return [r for r in found if r is not None and pred(r)]
+            return self._store.read(by_key)
+        if node is None:
+            def everything(s: TableStore) -> list[Record]:
+                if stop is None:
+                    return list(s.scan())
+                out = []
+                for r in s.scan():
+                    if len(out) >= stop:
+                        break
+                    out.append(r)
+                return out
+            return self._store.read(everything)
+
+        def scan(s: TableStore) -> list[Record]:
+            out = []
+            for r in s.scan():
+                if pred(r):
+                    out.append(r)
+                    if stop is not None and len(out) >= stop:
+                        break
+            return out
+        return self._store.read(scan)
+
+    def all(self) -> list[Record]:
+        return self._matching(None)
+
+    def copy(self) -> dict[Any, Record]:
+        pk_name = self.primary_key
+        return {r[pk_name]: r for r in self._matching(None)}
+
+    def count(self) -> int:
+        return self._store.count()
+
+    def size(self) -> int:
+        return self._store.count()
+
+    def __len__(self) -> int:
+        return self._store.count()
+
+    def columns(self) -> list[str]:
+        """Schema fields, or else the sorted union of the records' fields."""
+        if self._schema is not None:
+            return list(self._schema)
+        cols: set[str] = set()
+        for r in self._matching(None):
+            cols.update(r)
+        return sorted(cols)
+
+    def primary_key_name(self) -> str:
+        return self.primary_key
+
+    def schema_fields(self) -> list[str]:
+        return list(self._schema) if self._schema is not None else []
+
+    @property
+    def schema(self) -> dict[str, type] | None:
+        return dict(self._schema) if self._schema is not None else None
+
+
+def _reopen_table(db_name: str, table: str) -> Table:
+    from dictdb_shm.core.database import DictDB
+    return DictDB.attach(db_name).get_table(table)
+

@@ -1,0 +1,123 @@
+"""Byte layout of the catalog segment and of each table's control block.
+
+Owns: every offset and struct format of the catalog segment.  Must never:
+hold state or policy; other modules import these constants and nothing else
+here decides anything.  Change LAYOUT_VERSION with any change below.
+
+Catalog segment ``/dictdb_<db>.catalog``
+=========================================
+All integers little-endian; every 8-byte word is 8-aligned so that a single
+store publishes it atomically on x86-64.
+
+Header, bytes [0, 4096)::
+
+    0    8s  magic  b"DDBSHMC1"
+    8    u32 layout version       12  u32 flags (FLAG_PRIVATE)
+    16   u64 ready                 1 once the header is complete (published last)
+    24   u64 catalog_seq           odd while the coordinator edits the table slots
+    32   u64 coordinator pid      40  u64 coordinator start ticks
+    48   u64 owner pid            56  u64 owner start ticks  (private databases)
+    64   32s authkey of the coordinator's control channel
+    96   u64 next table uid
+
+Table slots, ``MAX_TABLES`` of ``SLOT_SIZE`` bytes from ``SLOTS_AT``; slot i::
+
+    +0     u64 state (SLOT_FREE / SLOT_LIVE), published last by create_table
+    +8     u64 uid: unique within the database for its whole life, so a slot
+                reused after drop_table is never mistaken for the old table
+    +16    u16 name length, then the UTF-8 name            (to +256)
+    +256   u32 meta length, then msgpack meta: primary key, schema, indexes
+    +4096  lock region (lock/rwlock.py), LOCK_REGION_SIZE bytes
+    +6144  store region (store.py), STORE_REGION_SIZE bytes
+
+Lock region::
+
+    +0    u64 writer pid    +8 u64 writer start ticks   +16 u64 writer epoch
+    +24   u64 writer waiting (1 while a writer waits for readers to drain)
+    +32   u64 reader slot high-water mark
+    +64   READER_SLOTS x u64 reader flags (1 = that slot holds a read lock)
+    +576  READER_SLOTS x u64 reader pid
+    +1088 READER_SLOTS x u64 reader start ticks
+
+Store region::
+
+    +0    u64 seq      odd while a writer holds the table; DROPPED after drop
+    +8    u64 active   descriptor generation; descriptor (active & 1) is current
+    +16   u64 uid      copy of the slot uid, read in the same load as seq
+    +24   u64 txn_end  high-water mark of the running write (bytes to zero on undo)
+    +64   descriptor 0 (DESC_SIZE bytes)   +192 descriptor 1
+
+A descriptor says where the table's data is; a commit writes the inactive one
+and then flips ``active`` with one 8-byte store (see store.py).
+"""
+
+from __future__ import annotations
+
+import struct
+
+LAYOUT_VERSION = 1
+MAGIC = b"DDBSHMC1"
+FLAG_PRIVATE = 1
+
+HEADER = struct.Struct("<8sII")            # magic, version, flags at 0
+READY_AT = 16
+CATALOG_SEQ_AT = 24
+COORDINATOR_AT = 32                          # pid, ticks
+OWNER_AT = 48                                # pid, ticks
+AUTHKEY_AT = 64
+AUTHKEY_SIZE = 32
+NEXT_UID_AT = 96
+
+U64 = struct.Struct("<Q")
+TWO_U64 = struct.Struct("<QQ")
+THREE_U64 = struct.Struct("<QQQ")
+
+SLOTS_AT = 4096
+SLOT_SIZE = 8192
+MAX_TABLES = 256
+CATALOG_SIZE = SLOTS_AT + SLOT_SIZE * MAX_TABLES
+
+SLOT_FREE = 0
+SLOT_LIVE = 1
+
+SLOT_STATE = 0
+SLOT_UID = 8
+SLOT_NAME = 16
+NAME_LEN = struct.Struct("<H")
+SLOT_NAME_MAX = 256 - 16 - 2
+SLOT_META = 256
+META_LEN = struct.Struct("<I")
+SLOT_META_MAX = 4096 - 256 - 4
+
+LOCK_REGION = 4096
+LOCK_REGION_SIZE = 2048
+READER_SLOTS = 64
+LOCK_WRITER = 0            # pid, ticks, epoch
+LOCK_WRITER_WAITING = 24
+LOCK_READER_HWM = 32
+LOCK_READER_FLAGS = 64
+LOCK_READER_PIDS = LOCK_READER_FLAGS + 8 * READER_SLOTS
+LOCK_READER_TICKS = LOCK_READER_PIDS + 8 * READER_SLOTS
+
+STORE_REGION = 6144
+STORE_REGION_SIZE = 2048
+STORE_SEQ = 0
+STORE_ACTIVE = 8
+STORE_UID = 16
+STORE_TXN_END = 24
+STORE_DESC = 64
+DESC_SIZE = 128
+SEQ_DROPPED = (1 << 64) - 1                  # odd, so lock-free readers stop
+
+# Descriptor: heap segment id, heap capacity, heap end (committed bytes),
+# directory segment id, directory capacity (entries, a power of two),
+# directory entries used (live + markers + tombstones), live record count,
+# next auto primary key, garbage bytes (superseded records and markers),
+# next segment id, bytes of live records.
+DESCRIPTOR = struct.Struct("<QQQQQQQqQQQ")
+assert DESCRIPTOR.size <= DESC_SIZE
+assert LOCK_READER_TICKS + 8 * READER_SLOTS <= LOCK_REGION_SIZE
+
+
+def slot_offset(index: int) -> int:
+    return SLOTS_AT + index * SLOT_SIZE

@@ -1,0 +1,533 @@
+"""TableStore: one table's records in shared memory, behind a small interface.
+
+Owns: the heap and directory segments of one table, the seqlock that lets
+readers go without locks, commits, undo after a crash, growth and compaction.
+Must never: know about queries, schemas or the public Table API, or take the
+table lock itself except to fall back from a failed lock-free read.
+
+Design
+------
+*Readers take no lock.*  The store region of the table's catalog slot holds
+``seq``, which the table lock makes odd while any writer holds the table.  A
+reader notes ``seq``, reads, and checks ``seq`` again: if it changed or was
+odd, it retries, and after ``OPTIMISTIC_TRIES`` it takes the read lock.  So a
+read needs no store to shared memory, which is what lets reads scale across
+processes.  A lock-free read may see torn bytes, so it bounds every loop and
+treats any exception as "retry" until ``seq`` proves the bytes were stable.
+
+*Writes are appends plus one flip.*  ``apply`` runs under the write lock:
+
+1. encode every record (bad input fails here, before anything changes);
+2. make room (a rebuild into new, larger segments, published on its own);
+3. note ``txn_end``, append each record after the committed heap end and
+   point its directory entry at it (``prev`` in the record remembers the old
+   entry; the old version is flagged SUPERSEDED);
+4. write the inactive descriptor with the new heap end and counts, and flip
+   ``active`` with one 8-byte store.  That store is the commit.
+
+*Undo* (``recover``) walks the records past the committed heap end, newest
+first, puts each directory entry back to ``prev``, clears the SUPERSEDED flag
+it set, and zeroes the tail.  It runs when ``apply`` raises (a duplicate key
+found while applying, say) and, through the lock, when a writer died.
+
+*Growth and compaction are one mechanism*: ``_rebuild`` copies the live
+records into new segments sized for the write to come, publishes them with a
+descriptor flip, then unlinks the old names.  A heap only rebuilds when full,
+to twice its live bytes, so a table rewritten forever stays bounded.
+
+Invariants
+----------
+* Bytes of the heap past the committed end are zero when no write runs.
+* A directory entry points below the committed end, except during ``apply``.
+* Segment names are published (by the flip) only after they are filled.
+* Every reader loop is bounded by the segment size or the directory capacity.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
+
+import msgpack
+
+from dictdb_shm import names
+from dictdb_shm.engine import layout as L
+from dictdb_shm.engine import records as R
+from dictdb_shm.engine.segment import Segment, unlink
+from dictdb_shm.errors import (CorruptionError, DuplicateKeyError, RecordNotFoundError,
+                               TableNotFoundError)
+
+if TYPE_CHECKING:
+    from dictdb_shm.lock.rwlock import TableLock
+
+T = TypeVar("T")
+
+INSERT = 0      # the key must not exist
+PUT = 1         # insert or replace
+DELETE = 2      # the key must exist
+
+OPTIMISTIC_TRIES = 3
+MIN_HEAP = 1 << 16
+MIN_DIR = 1 << 10
+MAX_LOAD = 0.7
+
+_HEAD3 = L.THREE_U64.unpack_from
+_U64 = L.U64.unpack_from
+_U64_PUT = L.U64.pack_into
+_ENTRY = R.ENTRY.unpack_from
+_ENTRY_PUT = R.ENTRY.pack_into
+_RHEAD = R.HEAD.unpack_from
+_RHDR_PUT = R.HEADER.pack_into
+_DESC = L.DESCRIPTOR.unpack_from
+_unpackb = msgpack.unpackb
+_TOMB = R.TOMBSTONE
+_VALUE = R.KIND_VALUE
+
+
+class _Retry(Exception):
+    """A lock-free read saw bytes that cannot be right; retry it."""
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+def _initial_descriptor() -> tuple:
+    # heap_seg, heap_cap, heap_end, dir_seg, dir_cap, dir_used, live, next_pk,
+    # garbage, next_seg, live_bytes.  Segment 0 is "none yet": the first write
+    # rebuilds into segment 1, so creating a table maps nothing.
+    return (0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0)
+
+
+def init_store_region(buf: Any, slot_base: int, uid: int) -> None:
+    """Write an empty table's store region (done by the catalog on create)."""
+    base = slot_base + L.STORE_REGION
+    buf[base:base + L.STORE_REGION_SIZE] = bytes(L.STORE_REGION_SIZE)
+    L.DESCRIPTOR.pack_into(buf, base + L.STORE_DESC, *_initial_descriptor())
+    _U64_PUT(buf, base + L.STORE_UID, uid)
+
+
+class TableStore:
+    """The storage engine of one table (see the module docstring).
+
+    The interface the Table API uses: ``get``, ``read``, ``apply``,
+    ``count``, ``next_auto_pk``; the lock calls ``recover``.
+    """
+
+    def __init__(self, db: str, table: str, catalog: Any, slot_index: int, uid: int,
+                 lock: "TableLock", max_record_bytes: int = R.MAX_RECORD_BYTES) -> None:
+        self.db = db
+        self.table = table
+        self.uid = uid
+        self._cat = catalog
+        self._base = L.slot_offset(slot_index) + L.STORE_REGION
+        self._lock = lock
+        self._max_record = max_record_bytes
+        self._active = -1
+        self._desc: tuple = _initial_descriptor()
+        self._heap_id = 0
+        self._heap: Any = b""
+        self._dir_id = 0
+        self._dir: Any = b""
+        self._shift = 64
+        self._mask = 0
+        self._heap_end = 0
+        self._pid = os.getpid()
+
+    # ------------------------------------------------------------------ mapping
+    def _sync(self, active: int) -> None:
+        """Map the segments of descriptor ``active``; cheap when nothing changed."""
+        desc = _DESC(self._cat, self._base + L.STORE_DESC + L.DESC_SIZE * (active & 1))
+        heap_id, _, heap_end, dir_id, dir_cap = desc[:5]
+        if heap_id != self._heap_id:
+            self._heap = Segment.attach(names.heap_segment(self.db, self.uid, heap_id)).buf \
+                if heap_id else b""
+            self._heap_id = heap_id
+        if dir_id != self._dir_id:
+            self._dir = Segment.attach(names.directory_segment(self.db, self.uid, dir_id)).buf \
+                if dir_id else b""
+            self._dir_id = dir_id
+        if dir_cap:
+            self._shift = 64 - (dir_cap.bit_length() - 1)
+            self._mask = dir_cap - 1
+        else:
+            self._shift, self._mask = 64, 0
+        self._heap_end = heap_end
+        self._desc = desc
+        self._active = active
+
+    def _check_table(self) -> int:
+        """Under a lock: map the current segments; raise if the table was dropped."""
+        seq, active, uid = _HEAD3(self._cat, self._base)
+        if uid != self.uid or seq == L.SEQ_DROPPED:
+            raise TableNotFoundError(f"table {self.table!r} was dropped")
+        if active != self._active:
+            self._sync(active)
+        return seq
+
+    # -------------------------------------------------------------- point read
+    def get(self, pk: Any, default: Any = None) -> Any:
+        """The record with primary key ``pk``, or ``default``.  Lock-free."""
+        try:
+            pkb = R._packb(pk)
+        except (TypeError, ValueError, OverflowError):
+            return default
+        h = R.key_hash(pk, pkb)
+        cat = self._cat
+        base = self._base
+        for _ in range(OPTIMISTIC_TRIES):
+            seq, active, uid = _HEAD3(cat, base)
+            if seq & 1 or uid != self.uid:
+                break
+            try:
+                if active != self._active:
+                    self._sync(active)
+                found = self._lookup(pkb, h)
+            except Exception:  # torn bytes: seq decides below
+                found = _Retry
+            if _U64(cat, base)[0] == seq and found is not _Retry:
+                return default if found is None else found
+        return self._locked_read(lambda: self._lookup(pkb, h), default)
+
+    def _locked_read(self, fn: Callable[[], Any], default: Any = None) -> Any:
+        with self._lock.read_lock():
+            self._check_table()
+            found = fn()
+        return default if found is None else found
+
+    def _lookup(self, pkb: bytes, h: int) -> Any:
+        mask = self._mask
+        if not mask:
+            return None
+        d = self._dir
+        heap = self._heap
+        i = h >> self._shift
+        for _ in range(mask + 1):
+            eh, eo = _ENTRY(d, i << 4)
+            if eo == 0:
+                return None
+            if eh == h and eo != _TOMB:
+                off = eo - 1
+                total, blen, kind, _, pklen = _RHEAD(heap, off)
+                start = off + 32
+                if heap[start:start + pklen] == pkb:
+                    if kind != _VALUE:
+                        return None
+                    start += pklen
+                    return _unpackb(heap[start:start + blen], strict_map_key=False)
+            i = (i + 1) & mask
+        raise _Retry
+
+    # ----------------------------------------------------------- consistent read
+    def read(self, fn: Callable[["TableStore"], T]) -> T:
+        """Run ``fn(self)`` against one consistent state of the table.
+
+        ``fn`` may run more than once (lock-free attempts that saw a writer),
+        so it must not have side effects; inside it use ``scan``, ``lookup``
+        and ``live_count``.
+        """
+        if not self._lock.held_by_me():
+            cat, base = self._cat, self._base
+            for _ in range(OPTIMISTIC_TRIES - 1):
+                seq, active, uid = _HEAD3(cat, base)
+                if seq & 1 or uid != self.uid:
+                    break
+                try:
+                    if active != self._active:
+                        self._sync(active)
+                    result: Any = fn(self)
+                except Exception:
+                    result = _Retry
+                if _U64(cat, base)[0] == seq:
+                    if result is _Retry:
+                        break  # the bytes were stable: the error is real, rerun under the lock
+                    return result
+        with self._lock.read_lock():
+            self._check_table()
+            return fn(self)
+
+    def lookup(self, pk: Any) -> Any:
+        """Inside ``read``: the record or None."""
+        try:
+            pkb = R._packb(pk)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        return self._lookup(pkb, R.key_hash(pk, pkb))
+
+    def scan(self) -> Iterator[dict]:
+        """Inside ``read``: every live record, in the order they were last written."""
+        heap = self._heap
+        end = self._heap_end
+        off = 0
+        unpackb = _unpackb
+        while off < end:
+            total, blen, kind, flags, pklen = _RHEAD(heap, off)
+            if total < 32:
+                raise _Retry
+            if kind == _VALUE and not flags & R.SUPERSEDED:
+                start = off + 32 + pklen
+                yield unpackb(heap[start:start + blen], strict_map_key=False)
+            off += total
+
+    def live_count(self) -> int:
+        return self._desc[6]
+
+    def count(self) -> int:
+        return self.read(TableStore.live_count)
+
+    # ----------------------------------------------------------------- writing
+    def next_auto_pk(self) -> int:
+        """Under the write lock: the next free auto-assigned primary key."""
+        self._check_table()
+        return self._desc[7]
+
+    def apply(self, changes: Iterable[tuple[Any, Any, int]]) -> None:
+        """Apply ``(pk, record, mode)`` changes as one all-or-nothing write.
+
+        Must run under the table's write lock.  ``mode`` is INSERT (the key
+        must be new: DuplicateKeyError), PUT (insert or replace) or DELETE
+        (``record`` ignored; the key must exist: RecordNotFoundError).
+        """
+        if not self._lock.write_held_by_me():
+            raise RuntimeError("TableStore.apply needs the table's write lock")
+        self._check_table()
+        table, limit = self.table, self._max_record
+        encode_key, encode_record, key_hash = R.encode_key, R.encode_record, R.key_hash
+        batch = []
+        nbytes = 0
+        nkeys = 0
+        for pk, record, mode in changes:
+            pkb = encode_key(pk)
+            body = b"" if mode == DELETE else encode_record(record, table, limit)
+            total = (32 + len(pkb) + len(body) + 7) & ~7
+            batch.append((pk, pkb, key_hash(pk, pkb), body, mode, total))
+            nbytes += total
+            if mode != DELETE:
+                nkeys += 1
+        if not batch:
+            return
+        self._ensure_room(nbytes, nkeys)
+        try:
+            self._append(batch, nbytes)
+        except BaseException:
+            self.recover()
+            raise
+
+    def _ensure_room(self, nbytes: int, nkeys: int) -> None:
+        heap_cap, heap_end = self._desc[1], self._desc[2]
+        dir_cap, dir_used = self._desc[4], self._desc[5]
+        if heap_end + nbytes > heap_cap or dir_used + nkeys > dir_cap * MAX_LOAD:
+            self._rebuild(nbytes, nkeys)
+
+    def _append(self, batch: list, nbytes: int) -> None:
+        cat, base = self._cat, self._base
+        (heap_id, heap_cap, end, dir_id, dir_cap, used, live, next_pk,
+         garbage, next_seg, live_bytes) = self._desc
+        heap, d = self._heap, self._dir
+        shift, mask = self._shift, self._mask
+        _U64_PUT(cat, base + L.STORE_TXN_END, end + nbytes)
+        off = end
+        for pk, pkb, h, body, mode, total in batch:
+            i = h >> shift
+            tomb = -1
+            found = -1
+            while True:
+                eh, eo = _ENTRY(d, i << 4)
+                if eo == 0:
+                    break
+                if eo == _TOMB:
+                    if tomb < 0:
+                        tomb = i
+                elif eh == h:
+                    o = eo - 1
+                    ototal, _, okind, oflags, opklen = _RHEAD(heap, o)
+                    if heap[o + 32:o + 32 + opklen] == pkb:
+                        found = o
+                        break
+                i = (i + 1) & mask
+            kind = R.KIND_MARKER if mode == DELETE else _VALUE
+            pklen = len(pkb)
+            if found >= 0:
+                if okind == _VALUE:
+                    if mode == INSERT:
+                        raise DuplicateKeyError(
+                            f"table {self.table!r} already has primary key {pk!r}")
+                    live -= 1
+                    live_bytes -= ototal
+                    garbage += ototal          # a marker was counted when written
+                elif mode == DELETE:
+                    raise RecordNotFoundError(f"table {self.table!r} has no primary key {pk!r}")
+                _RHDR_PUT(heap, off, total, len(body), kind, 0, pklen, 0, found + 1, h)
+                heap[off + 32:off + 32 + pklen] = pkb
+                heap[off + 32 + pklen:off + 32 + pklen + len(body)] = body
+                heap[found + R.FLAGS_AT] = oflags | R.SUPERSEDED
+                _U64_PUT(d, (i << 4) + 8, off + 1)
+            else:
+                if mode == DELETE:
+                    raise RecordNotFoundError(f"table {self.table!r} has no primary key {pk!r}")
+                if tomb >= 0:
+                    i, flags = tomb, 0
+                else:
+                    flags = R.SLOT_WAS_EMPTY
+                    used += 1
+                _RHDR_PUT(heap, off, total, len(body), kind, flags, pklen, 0, 0, h)
+                heap[off + 32:off + 32 + pklen] = pkb
+                heap[off + 32 + pklen:off + 32 + pklen + len(body)] = body
+                _ENTRY_PUT(d, i << 4, h, off + 1)
+            if kind == _VALUE:
+                live += 1
+                live_bytes += total
+                if type(pk) is int and pk >= next_pk:
+                    next_pk = pk + 1
+            else:
+                garbage += total
+            off += total
+        self._publish((heap_id, heap_cap, off, dir_id, dir_cap, used, live, next_pk,
+                       garbage, next_seg, live_bytes))
+
+    def _publish(self, desc: tuple) -> None:
+        """Commit ``desc``: write the inactive descriptor, then flip ``active``."""
+        cat, base = self._cat, self._base
+        active = _U64(cat, base + L.STORE_ACTIVE)[0] + 1
+        L.DESCRIPTOR.pack_into(cat, base + L.STORE_DESC + L.DESC_SIZE * (active & 1), *desc)
+        _U64_PUT(cat, base + L.STORE_ACTIVE, active)           # the commit point
+        _U64_PUT(cat, base + L.STORE_TXN_END, desc[2])
+        self._sync(active)
+
+    # ------------------------------------------------------------------- undo
+    def recover(self) -> None:
+        """Under the write lock: undo a write that did not commit.
+
+        Safe to call at any time under the write lock; a no-op when the last
+        write committed.  Also removes segments a crashed rebuild left behind.
+        """
+        seq, active, uid = _HEAD3(self._cat, self._base)
+        if uid != self.uid or seq == L.SEQ_DROPPED:
+            return
+        self._sync(active)
+        heap, d = self._heap, self._dir
+        end, cap = self._desc[2], self._desc[1]
+        appended = []
+        off = end
+        while off + 32 <= cap:
+            total, blen, _, _, pklen = _RHEAD(heap, off)
+            if total < 32 or off + total > cap or 32 + pklen + blen > total:
+                break
+            appended.append(off)
+            off += total
+        mask, shift = self._mask, self._shift
+        for o in reversed(appended):
+            flags = heap[o + R.FLAGS_AT]
+            prev, h = R.PREV_HASH.unpack_from(heap, o + 16)
+            i = h >> shift
+            for _ in range(mask + 1):
+                eh, eo = _ENTRY(d, i << 4)
+                if eo == 0:
+                    break
+                if eo == o + 1:
+                    if prev:
+                        _U64_PUT(d, (i << 4) + 8, prev)
+                    elif flags & R.SLOT_WAS_EMPTY:
+                        _ENTRY_PUT(d, i << 4, 0, 0)
+                    else:
+                        _ENTRY_PUT(d, i << 4, 0, _TOMB)
+                    break
+                i = (i + 1) & mask
+            if prev and prev - 1 < end:
+                heap[prev - 1 + R.FLAGS_AT] &= ~R.SUPERSEDED & 0xFF
+        txn_end = _U64(self._cat, self._base + L.STORE_TXN_END)[0]
+        zero_to = min(max(off, txn_end), cap)
+        if zero_to > end:
+            heap[end:zero_to] = bytes(zero_to - end)
+        _U64_PUT(self._cat, self._base + L.STORE_TXN_END, end)
+        self._collect_orphans()
+
+    def _collect_orphans(self) -> None:
+        """Unlink this table's segments that no descriptor names (a crashed rebuild)."""
+        keep = {names.heap_segment(self.db, self.uid, self._heap_id)[1:],
+                names.directory_segment(self.db, self.uid, self._dir_id)[1:]}
+        tp = names.table_prefix(self.db, self.uid)
+        for entry in names.shm_entries(self.db):
+            if entry.startswith(tp) and entry not in keep and (
+                    entry[len(tp):].startswith(("heap", "dir"))):
+                unlink("/" + entry)
+
+    # ------------------------------------------------------ growth, compaction
+    def _rebuild(self, extra_bytes: int, extra_keys: int) -> None:
+        """Copy the live records into new segments with room for a write of
+        ``extra_bytes`` bytes and ``extra_keys`` new keys, and publish them."""
+        (heap_id, _, end, dir_id, _, _, live, next_pk, _, seg, live_bytes) = self._desc
+        heap_cap = max(MIN_HEAP, _pow2_at_least(2 * (live_bytes + extra_bytes)))
+        dir_cap = max(MIN_DIR, _pow2_at_least(2 * (live + extra_keys)))
+        new_heap = Segment.create(names.heap_segment(self.db, self.uid, seg), heap_cap,
+                                  replace=True)
+        try:
+            new_dir = Segment.create(names.directory_segment(self.db, self.uid, seg),
+                                     dir_cap * R.ENTRY_SIZE, replace=True)
+        except BaseException:
+            unlink(new_heap.name)
+            raise
+        try:
+            new_end, count = self._copy_live(new_heap.buf, new_dir.buf, dir_cap)
+        except BaseException:
+            unlink(new_heap.name)
+            unlink(new_dir.name)
+            raise
+        if count != live:
+            unlink(new_heap.name)
+            unlink(new_dir.name)
+            raise CorruptionError(
+                f"table {self.table!r}: {count} live records found, descriptor says {live}")
+        # Adopt the new mappings before the flip so _sync does not map them again.
+        self._heap, self._heap_id = new_heap.buf, seg
+        self._dir, self._dir_id = new_dir.buf, seg
+        self._publish((seg, heap_cap, new_end, seg, dir_cap, live, live, next_pk, 0,
+                       seg + 1, new_end))
+        if heap_id:
+            unlink(names.heap_segment(self.db, self.uid, heap_id))
+        if dir_id:
+            unlink(names.directory_segment(self.db, self.uid, dir_id))
+
+    def _copy_live(self, dst: Any, dst_dir: Any, dir_cap: int) -> tuple[int, int]:
+        src = self._heap
+        end = self._heap_end
+        shift = 64 - (dir_cap.bit_length() - 1)
+        mask = dir_cap - 1
+        off = 0
+        out = 0
+        count = 0
+        run_start = run_out = -1
+        while off < end:
+            total, _, kind, flags, _ = _RHEAD(src, off)
+            if total < 32:
+                raise CorruptionError(f"table {self.table!r}: bad record at {off}")
+            if kind == _VALUE and not flags & R.SUPERSEDED:
+                if run_start < 0:
+                    run_start, run_out = off, out
+                h = R.PREV_HASH.unpack_from(src, off + 16)[1]
+                i = h >> shift
+                while _ENTRY(dst_dir, i << 4)[1]:
+                    i = (i + 1) & mask
+                _ENTRY_PUT(dst_dir, i << 4, h, out + 1)
+                out += total
+                count += 1
+            elif run_start >= 0:
+                dst[run_out:out] = src[run_start:off]
+                run_start = -1
+            off += total
+        if run_start >= 0:
+            dst[run_out:out] = src[run_start:end]
+        return out, count
+
+    def compact(self) -> None:
+        """Under the write lock: rewrite the table without superseded versions."""
+        self._check_table()
+        self._rebuild(0, 0)
+
+    def stats(self) -> dict:
+        """Under any lock or inside ``read``: sizes, for tests and housekeeping."""
+        (heap_id, heap_cap, end, dir_id, dir_cap, used, live, next_pk, garbage, seg,
+         live_bytes) = self._desc
+        return {"heap_segment": heap_id, "heap_capacity": heap_cap, "heap_end": end,
+                "directory_capacity": dir_cap, "directory_used": used, "live": live,
+                "next_pk": next_pk, "garbage_bytes": garbage, "live_bytes": live_bytes}

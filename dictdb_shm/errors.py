@@ -1,0 +1,107 @@
+"""Every exception dictdb_shm raises on purpose.
+
+Owns: the exception hierarchy, rooted at :class:`DictDBError`, and the wording
+that tells a user what to do next.  Must never: import other dictdb_shm
+modules (everything imports this one).
+
+Each class carries a ``hint``; ``str(exc)`` is the message followed by the hint,
+so a log line alone says what went wrong and what to try.
+"""
+
+from __future__ import annotations
+
+
+class DictDBError(Exception):
+    """Base of every error raised by dictdb_shm."""
+
+    hint: str = ""
+
+    def __init__(self, message: str = "", *, hint: str | None = None) -> None:
+        if hint is not None:
+            self.hint = hint
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+# --- the errors DictDB itself defines -------------------------------------
+
+class DuplicateKeyError(DictDBError):
+    hint = "use upsert() to overwrite, or insert without the primary key to get a new one"
+
+
+class DuplicateTableError(DictDBError):
+    hint = "use get_table() to open the existing table, or drop_table() first"
+
+
+class RecordNotFoundError(DictDBError):
+    hint = "check the where= condition; select() shows what is there"
+
+
+class TableNotFoundError(DictDBError):
+    hint = "list_tables() shows the tables of this database; create_table() makes one"
+
+
+class SchemaValidationError(DictDBError):
+    hint = "make the record match the table's schema (see schema_fields())"
+
+
+# --- the shared-memory ones ------------------------------------------------
+
+class DatabaseNotFoundError(DictDBError):
+    hint = "create it with DictDB(name), or check the name (DictDB.attach only attaches)"
+
+
+class DatabaseClosedError(DictDBError):
+    hint = "this handle was closed or the database destroyed; open it again with DictDB(name)"
+
+
+class InvalidNameError(DictDBError, ValueError):
+    hint = "use 1 to 48 characters from letters, digits, '_' and '-', starting with a letter or digit"
+
+
+class LockTimeoutError(DictDBError, TimeoutError):
+    """A lock wait ran past its timeout.  ``holder_pid`` is the pid seen holding it."""
+
+    hint = ("another process holds the table lock; make its critical section shorter, "
+            "or pass a larger lock_timeout to DictDB()")
+
+    def __init__(self, message: str = "", *, table: str | None = None,
+                 holder_pid: int | None = None, hint: str | None = None) -> None:
+        self.table = table
+        self.holder_pid = holder_pid
+        super().__init__(message, hint=hint)
+
+
+class LockUpgradeError(DictDBError):
+    hint = ("a thread that holds read_lock() cannot write; take write_lock() instead, "
+            "which also allows reads")
+
+
+class UnstorableValueError(DictDBError, TypeError):
+    hint = ("records hold msgpack types only: None, bool, int (64-bit), float, str, bytes, "
+            "list/tuple and dict with str keys; convert other values first")
+
+
+class RecordTooLargeError(DictDBError, ValueError):
+    hint = "split the record, or store large blobs outside the database and keep a reference"
+
+
+class DatabaseFullError(DictDBError):
+    hint = "drop unused tables, or free space in /dev/shm (df -h /dev/shm)"
+
+
+class CoordinatorError(DictDBError):
+    hint = ("the database's coordinator process could not be reached or started; "
+            "see the log named in the message")
+
+
+class CorruptionError(DictDBError):
+    hint = "the shared memory does not hold what this version expects; recreate the database"
+
+
+__all__ = [name for name in dir() if name.endswith("Error")]

@@ -1,0 +1,68 @@
+"""Queries as plain data: the DSL, its evaluation, result shaping and aggregates.
+
+Owns: the public names of ``dictdb_shm.query``.  Must never: import storage,
+lock or table code -- everything here works on plain dicts, so it can be
+tested, pickled and run in any process.
+
+* :mod:`.expr` -- ``Field``, the node tree (``Compare``, ``And``, ``Or``,
+  ``Not``), ``Condition``, ``as_predicate``.
+* :mod:`.evaluate` -- ``compile_predicate``, ``referenced_fields``,
+  ``like_prefix``.
+* :mod:`.shape` -- ``order_rows``, ``project``, ``distinct_rows``, ``page``,
+  ``shape_rows``.
+* :mod:`.aggregate` -- ``Count``, ``Sum``, ``Avg``, ``Min``, ``Max``,
+  ``Accumulator``, ``aggregate_rows``.
+"""
+
+from dictdb_shm.query.aggregate import (
+    Accumulator,
+    Aggregate,
+    Avg,
+    Count,
+    Max,
+    Min,
+    Sum,
+    aggregate_rows,
+)
+from dictdb_shm.query.evaluate import (
+    Matcher,
+    compile_predicate,
+    like_prefix,
+    referenced_fields,
+)
+from dictdb_shm.query.expr import (
+    CASE_INSENSITIVE_OPS,
+    COMPARISON_OPS,
+    OPS,
+    And,
+    Compare,
+    Condition,
+    Field,
+    Not,
+    Or,
+    Predicate,
+    as_predicate,
+)
+from dictdb_shm.query.shape import (
+    distinct_rows,
+    order_rows,
+    page,
+    parse_order_by,
+    project,
+    projector,
+    shape_rows,
+    sort_key,
+)
+
+__all__ = [
+    # expr
+    "Field", "Predicate", "Compare", "And", "Or", "Not", "Condition", "as_predicate",
+    "OPS", "COMPARISON_OPS", "CASE_INSENSITIVE_OPS",
+    # evaluate
+    "Matcher", "compile_predicate", "referenced_fields", "like_prefix",
+    # shape
+    "order_rows", "parse_order_by", "project", "projector", "distinct_rows", "page",
+    "shape_rows", "sort_key",
+    # aggregate
+    "Aggregate", "Count", "Sum", "Avg", "Min", "Max", "Accumulator", "aggregate_rows",
+]
