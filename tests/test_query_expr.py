@@ -73,7 +73,7 @@ def test_reflected_comparisons_keep_the_field_on_the_left():
 
 
 def test_and_or_not_operators_build_the_tree():
-    a, b, c = age >= 18, name == "Ada", age < 65
+    a, b = age >= 18, name == "Ada"
     both = a & b
     assert type(both) is And and both.conds == (a, b)
     either = a | b
@@ -298,6 +298,9 @@ def test_keys_distinguish_constants_python_would_call_equal():
     assert (age == 1) != (age == True)  # noqa: E712
     assert (tags == [1]) != (tags == (1,))
     assert hash(tags == [1, {"a": [2]}]) == hash(tags == [1, {"a": [2]}])
+    # Equal dict constants are one query whatever order their keys were written in.
+    assert (tags == {"a": 1, "b": 2}) == (tags == {"b": 2, "a": 1})
+    assert hash(tags == {"a": 1, "b": 2}) == hash(tags == {"b": 2, "a": 1})
 
 
 def test_comparing_a_node_with_other_things_is_false_not_an_error():
@@ -502,6 +505,21 @@ def test_every_operator_has_an_evaluator():
     ("a|b", "a|b", True),
     ("{1}?", "{1}?", True),
     ("50$%", "50$ off", True),
+    # ...also where a wildcard forces the regex path, not just prefix/suffix shapes
+    ("a.c_", "a.cd", True),
+    ("a.c_", "abcd", False),
+    ("_(x)+%", "a(x)+yz", True),
+    ("_(x)+%", "axx", False),
+    ("[ab]_%", "[ab]c", True),
+    ("[ab]_%", "ac", False),
+    ("%^a$_", "z^a$!", True),
+    ("%^a$_", "a!", False),
+    ("%\\d+_", "x\\d+1", True),
+    ("%\\d+_", "x12", False),
+    ("a|b_", "a|bc", True),
+    ("a|b_", "a", False),
+    ("_?*+{2}", "x?*+{2}", True),
+    ("_?*+{2}", "x??", False),
     # % and _ also match newlines
     ("a%b", "a\nb", True),
     ("a_b", "a\nb", True),

@@ -54,12 +54,12 @@ def ensure_running(db: str, *, create: bool, private: bool = False,
     """
     if coordinator_running(db):
         if catalog_exists(db):
-            _wait_ready(db, None)
+            _wait_ready(db, create)
             return
     elif not create and not catalog_exists(db):
         raise errors.DatabaseNotFoundError(f"no database named {db!r} on this machine")
     _spawn(db, private, owner)
-    _wait_ready(db, private)
+    _wait_ready(db, create)
 
 
 def _spawn(db: str, private: bool, owner: tuple[int, int]) -> None:
@@ -88,9 +88,12 @@ def _spawn(db: str, private: bool, owner: tuple[int, int]) -> None:
     os.waitpid(pid, 0)
 
 
-def _wait_ready(db: str, private: bool | None) -> None:
+def _wait_ready(db: str, create: bool) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
+        if not create and not catalog_exists(db) and not coordinator_running(db):
+            # Destroyed while we were attaching.
+            raise errors.DatabaseNotFoundError(f"no database named {db!r} on this machine")
         if catalog_exists(db) and os.path.exists(names.coordinator_socket(db)):
             try:
                 request(db, "ping", timeout=5)

@@ -22,7 +22,10 @@ def primary_key_candidates(node: Predicate | None, primary_key: str) -> list[Any
         if node.op == "eq":
             return [node.value]
         if node.op == "in":
-            return list(dict.fromkeys(node.value))
+            try:
+                return list(dict.fromkeys(node.value))
+            except TypeError:       # an unhashable value can be no primary key
+                return [v for v in node.value if _hashable(v)]
         return None
     if isinstance(node, And):
         for cond in node.conds:
@@ -30,3 +33,11 @@ def primary_key_candidates(node: Predicate | None, primary_key: str) -> list[Any
             if keys is not None:
                 return keys
     return None
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True

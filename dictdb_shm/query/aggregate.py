@@ -285,7 +285,6 @@ class Accumulator:
         fields = self.group_by
         groups = self.groups
         single = fields[0] if len(fields) == 1 else None
-        n = len(steps)
         for row in rows:
             if single is not None:
                 values: tuple = (row.get(single),)
@@ -299,9 +298,8 @@ class Accumulator:
                 entry = groups.get(k)
             if entry is None:
                 entry = groups[k] = (values, self._new_states())
-            states = entry[1]
-            for i in range(n):
-                steps[i](states[i], row)
+            for step, state in zip(steps, entry[1]):
+                step(state, row)
         return self
 
     def merge(self, other: "Accumulator") -> "Accumulator":

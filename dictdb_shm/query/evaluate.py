@@ -302,9 +302,9 @@ def _iendswith(name: str, value: str) -> Matcher:
 
 # --- LIKE ------------------------------------------------------------------------
 
-def _like_tokens(pattern: str, escape: str | None) -> list[str | None]:
-    """Split a LIKE pattern into literal strings, ``None`` for ``%`` and ``...``
-    (never a legal literal token) for ``_``."""
+def _like_tokens(pattern: str, escape: str | None) -> list[Any]:
+    """Split a LIKE pattern into literal strs, ``None`` for ``%`` and
+    ``Ellipsis`` for ``_`` (sentinels no literal can be mistaken for)."""
     tokens: list[Any] = []
     lit: list[str] = []
     i, n = 0, len(pattern)

@@ -1,0 +1,138 @@
+"""The table lock inside one process: threads, reentrancy, upgrades, fork."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from dictdb_shm import DictDB, LockTimeoutError, LockUpgradeError
+
+
+@pytest.fixture
+def t(db_name):
+    db = DictDB(db_name, lock_timeout=10)
+    db.create_table("t")
+    yield db.get_table("t")
+    db.close()
+
+
+def test_write_lock_is_reentrant_and_excludes_other_threads(t):
+    events = []
+
+    def other():
+        t.insert({"id": 2})
+        events.append("other wrote")
+
+    with t._lock.write_lock():
+        with t._lock.write_lock():
+            t.insert({"id": 1})
+        th = threading.Thread(target=other)
+        th.start()
+        th.join(0.3)
+        assert th.is_alive() and events == []        # blocked behind our lock
+        events.append("released")
+    th.join(10)
+    assert events == ["released", "other wrote"] and t.count() == 2
+
+
+def test_readers_share_and_writers_wait(t):
+    t.insert({"id": 1, "v": 0})
+    inside = threading.Barrier(3, timeout=10)
+    release = threading.Event()
+
+    def reader():
+        with t._lock.read_lock():
+            inside.wait()
+            release.wait(10)
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for r in readers:
+        r.start()
+    inside.wait()                                     # two threads hold read locks at once
+    done = threading.Event()
+    writer = threading.Thread(target=lambda: (t.update({"v": 1}), done.set()))
+    writer.start()
+    assert not done.wait(0.3)                         # the writer waits for both readers
+    late = []
+    late_reader = threading.Thread(target=lambda: late.append(t.get(1)["v"]))
+    late_reader.start()
+    late_reader.join(0.3)
+    assert late == []                                 # writer preference: new reads queue
+    release.set()
+    assert done.wait(10)
+    for th in readers + [writer, late_reader]:
+        th.join(10)
+    assert late == [1] and t.get(1)["v"] == 1
+
+
+def test_write_lock_blocks_readers_of_other_threads(t):
+    t.insert({"id": 1, "v": "old"})
+    seen = []
+    with t._lock.write_lock():
+        t.update({"v": "new"}, where=t.id == 1)
+        th = threading.Thread(target=lambda: seen.append(t.get(1)["v"]))
+        th.start()
+        th.join(0.3)
+        assert th.is_alive()
+    th.join(10)
+    assert seen == ["new"]
+
+
+def test_upgrade_from_read_lock_is_refused(t):
+    with t._lock.read_lock():
+        with pytest.raises(LockUpgradeError):
+            t.insert({"id": 1})
+    t.insert({"id": 1})
+
+
+def test_timeout_in_the_same_process(t):
+    started = threading.Event()
+    stop = threading.Event()
+
+    def hold():
+        with t._lock.write_lock():
+            started.set()
+            stop.wait(10)
+
+    th = threading.Thread(target=hold)
+    th.start()
+    started.wait(10)
+    with pytest.raises(LockTimeoutError) as info:
+        t._lock.acquire_write(timeout=0.2)
+    assert info.value.table == "t" and info.value.holder_pid == os.getpid()
+    stop.set()
+    th.join(10)
+
+
+def test_forked_child_holds_nothing(t):
+    t.insert({"id": 1})
+    with t._lock.write_lock():
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                # The parent still holds the lock: the child must wait, not re-enter.
+                t._lock.acquire_write(timeout=0.3)
+            except LockTimeoutError:
+                code = 0
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    pid = os.fork()
+    if pid == 0:
+        try:
+            t.insert({"id": 2})
+            os._exit(0 if t.get(2) == {"id": 2} else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        assert time.monotonic() < deadline, "forked writer hung"
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0 and t.get(2) == {"id": 2}

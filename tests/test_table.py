@@ -1,0 +1,188 @@
+"""The Table API's semantics (DictDB's), on a private database and on a named
+database reached through a second, attached handle."""
+
+from __future__ import annotations
+
+import pytest
+
+from dictdb_shm import (Condition, DictDB, DuplicateKeyError, RecordNotFoundError,
+                        RecordTooLargeError, SchemaValidationError, UnstorableValueError)
+
+
+@pytest.fixture(params=["private", "named-attached"])
+def db(request, db_name):
+    if request.param == "private":
+        d = DictDB()
+        yield d
+        d.close()
+    else:
+        creator = DictDB(db_name)
+        d = DictDB.attach(db_name)
+        yield d
+        d.close()
+        creator.close()
+
+
+@pytest.fixture
+def users(db):
+    db.create_table("users")
+    t = db.get_table("users")
+    t.insert([{"name": "Ada", "age": 36, "city": "London"},
+              {"name": "Bob", "age": 17, "city": "Paris"},
+              {"name": "Cy", "age": 52},
+              {"name": "Di", "age": 30, "city": "Paris"}])
+    return t
+
+
+def test_insert_assigns_pks_and_writes_them_back(db):
+    db.create_table("t")
+    t = db.get_table("t")
+    rec = {"name": "x"}
+    assert t.insert(rec) == 1 and rec == {"name": "x", "id": 1}
+    assert t.insert({"id": 10, "name": "y"}) == 10
+    assert t.insert({"name": "z"}) == 11                 # continues after explicit keys
+    assert t.insert([{"a": 1}, {"id": "k", "a": 2}, {"a": 3}]) == [12, "k", 13]
+    assert t.get("k") == {"id": "k", "a": 2}
+    assert len(t) == t.count() == t.size() == 6
+
+
+def test_duplicate_key_fails_whole_batch(users):
+    before = users.copy()
+    with pytest.raises(DuplicateKeyError):
+        users.insert({"id": 2, "name": "again"})
+    with pytest.raises(DuplicateKeyError):
+        users.insert([{"id": 100}, {"id": 101}, {"id": 1}])
+    with pytest.raises(DuplicateKeyError):
+        users.insert([{"id": 200}, {"id": 200}])
+    assert users.copy() == before
+    assert users.get(100) is None and users.get(200) is None
+
+
+def test_get_and_default(users):
+    assert users.get(1)["name"] == "Ada"
+    assert users.get(99) is None
+    assert users.get(99, default="none") == "none"
+    assert users.get([1, 2]) is None                      # unhashable: just absent
+
+
+def test_select_where_columns_order_limit(users):
+    names = lambda rows: [r["name"] for r in rows]   # noqa: E731
+    assert names(users.select(where=users.age >= 30, order_by="name")) == ["Ada", "Cy", "Di"]
+    assert names(users.select(where=Condition(users.city == "Paris"), order_by="-age")) \
+        == ["Di", "Bob"]
+    assert names(users.select(where=(users.age > 20) & ~(users.city == "Paris"),
+                              order_by="age")) == ["Ada", "Cy"]
+    assert names(users.select(where=(users.age < 18) | (users.age > 50), order_by="age")) \
+        == ["Bob", "Cy"]
+    assert users.select(columns=["name"], where=users.id == 2) == [{"name": "Bob"}]
+    assert users.select(columns={"who": "name"}, where=users.id == 3) == [{"who": "Cy"}]
+    assert names(users.select(order_by="age", limit=2, offset=1)) == ["Di", "Ada"]
+    assert len(users.select(limit=3)) == 3
+    assert users.select(where=users.city == "Rome") == []
+    assert users.select(where=users.missing == 1) == []   # a missing field never matches
+    assert users.select(where=users.id.is_in([1, 4, 99]), order_by="id") == [
+        users.get(1), users.get(4)]
+
+
+def test_select_returns_private_copies(users):
+    rows = users.select(where=users.id == 1, copy=False)
+    rows[0]["name"] = "changed"
+    assert users.get(1)["name"] == "Ada"
+
+
+def test_update_and_delete(users):
+    assert users.update({"city": "Berlin"}, where=users.city == "Paris") == 2
+    assert sorted(r["id"] for r in users.select(where=users.city == "Berlin")) == [2, 4]
+    with pytest.raises(RecordNotFoundError):
+        users.update({"x": 1}, where=users.age > 1000)
+    with pytest.raises(SchemaValidationError):
+        users.update({"id": 77}, where=users.id == 1)
+    assert users.get(1)["id"] == 1 and users.get(77) is None
+    assert users.delete(where=users.age < 20) == 1
+    assert users.get(2) is None and users.count() == 3
+    with pytest.raises(RecordNotFoundError):
+        users.delete(where=users.id == 2)
+    assert users.update({"seen": True}) == 3
+    assert users.delete() == 3 and users.count() == 0 and users.all() == []
+    assert users.insert({"name": "back"}) == 5              # keys are never reused
+
+
+def test_upsert(users):
+    assert users.upsert({"id": 1, "age": 37}) == (1, "updated")
+    assert users.get(1) == {"id": 1, "name": "Ada", "age": 37, "city": "London"}
+    assert users.upsert({"id": 1, "age": 99}, on_conflict="ignore") == (1, "ignored")
+    assert users.get(1)["age"] == 37
+    with pytest.raises(DuplicateKeyError):
+        users.upsert({"id": 1}, on_conflict="error")
+    assert users.upsert({"id": 50, "name": "new"}) == (50, "inserted")
+    pk, status = users.upsert({"name": "auto"})
+    assert status == "inserted" and users.get(pk)["name"] == "auto"
+    with pytest.raises(ValueError):
+        users.upsert({"id": 1}, on_conflict="merge")
+
+
+def test_introspection(users, db):
+    assert users.columns() == ["age", "city", "id", "name"]
+    assert users.primary_key_name() == "id"
+    assert users.schema_fields() == []
+    assert set(users.copy()) == {1, 2, 3, 4}
+    assert sorted(r["id"] for r in users.all()) == [1, 2, 3, 4]
+
+
+def test_fields_named_like_methods(db):
+    db.create_table("stats")
+    t = db.get_table("stats")
+    t.insert([{"count": 3, "size": "L", "name": "a"}, {"count": 5, "size": "S", "name": "b"}])
+    assert [r["name"] for r in t.select(where=t["count"] > 4)] == ["b"]
+    assert [r["count"] for r in t.select(where=t["size"] == "L")] == [3]
+    assert [r["count"] for r in t.select(where=t.name == "a")] == [3]
+    assert t.count() == 2
+
+
+def test_schema_checked_everywhere(db):
+    db.create_table("people", schema={"name": str, "age": int})
+    t = db.get_table("people")
+    assert t.schema_fields() == ["name", "age", "id"]
+    t.insert({"name": "Ada", "age": 36})
+    for bad in ({"name": "Bob"}, {"name": "Bob", "age": "old"},
+                {"name": "Bob", "age": 3, "extra": 1}):
+        with pytest.raises(SchemaValidationError):
+            t.insert(bad)
+    with pytest.raises(SchemaValidationError):
+        t.insert([{"name": "ok", "age": 1}, {"name": "bad"}])
+    with pytest.raises(SchemaValidationError):
+        t.update({"age": "x"})
+    with pytest.raises(SchemaValidationError):
+        t.upsert({"id": 1, "age": "x"})
+    assert t.all() == [{"name": "Ada", "age": 36, "id": 1}]
+    with pytest.raises(SchemaValidationError):
+        db.create_table("odd", schema={"when": complex})
+
+
+def test_bad_values_leave_the_table_unchanged(users):
+    before = users.copy()
+    with pytest.raises(UnstorableValueError):
+        users.insert({"name": "set", "tags": {1, 2}})
+    with pytest.raises(UnstorableValueError):
+        users.insert([{"name": "ok"}, {"name": "huge", "n": 2**70}])
+    with pytest.raises(UnstorableValueError):
+        users.update({"obj": object()}, where=users.id == 1)
+    with pytest.raises(UnstorableValueError):
+        users.insert({"id": {"a": 1}})
+    with pytest.raises(RecordTooLargeError):
+        users.insert({"blob": "x" * (17 << 20)})
+    with pytest.raises(TypeError):
+        users.insert("not a record")
+    assert users.copy() == before
+    assert users.insert({"name": "fine"}) == 5
+
+
+def test_write_calls_inside_write_lock(users):
+    with users._lock.write_lock():
+        n = users.count()
+        users.insert({"name": f"user{n}"})
+        assert users.get(5)["name"] == "user4"
+        with users._lock.read_lock():
+            assert len(users.select()) == 5
+    with users._lock.read_lock():
+        assert users.count() == 5

@@ -1,0 +1,188 @@
+"""Scenarios the tests run in separate, unrelated processes.
+
+``python tests/workers.py SCENARIO ARGS...``.  A scenario prints lines the
+test waits for (``READY``, ``RESULT <json>``) and exits 0 when it succeeds.
+Each attaches by name like any other program would.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from dictdb_shm import DictDB
+
+
+def out(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+def insert_one(db: str, table: str, record_json: str) -> None:
+    t = DictDB.attach(db).get_table(table)
+    out("RESULT", json.dumps(t.insert(json.loads(record_json))))
+
+
+def read_all(db: str, table: str) -> None:
+    t = DictDB.attach(db).get_table(table)
+    out("RESULT", json.dumps(sorted(t.all(), key=lambda r: str(r[t.primary_key]))))
+
+
+def wait_for_key_then_update(db: str, table: str, pk: str) -> None:
+    """Poll (bounded) until key ``pk`` appears, then set seen=True on it."""
+    t = DictDB.attach(db).get_table(table)
+    key = json.loads(pk)
+    deadline = time.monotonic() + 30
+    while t.get(key) is None:
+        if time.monotonic() > deadline:
+            sys.exit("the key never appeared")
+        time.sleep(0.005)
+    t.update({"seen": True}, where=t[t.primary_key] == key)
+    out("RESULT", "updated")
+
+
+def insert_many_auto(db: str, table: str, worker: str, n: str) -> None:
+    t = DictDB.attach(db).get_table(table)
+    out("READY")
+    pks = [t.insert({"worker": int(worker), "i": i}) for i in range(int(n))]
+    out("RESULT", json.dumps(pks))
+
+
+def increment(db: str, table: str, n: str) -> None:
+    """Read-modify-write a counter n times, each under write_lock()."""
+    t = DictDB.attach(db).get_table(table)
+    for _ in range(int(n)):
+        with t._lock.write_lock():
+            value = t.get("counter")["value"]
+            t.update({"value": value + 1}, where=t.key == "counter")
+    out("RESULT", "done")
+
+
+def rewrite_all(db: str, table: str, rounds: str) -> None:
+    """Set every row's v to the round number, one update call per round."""
+    t = DictDB.attach(db).get_table(table)
+    out("READY")
+    for i in range(1, int(rounds) + 1):
+        t.update({"v": i, "check": f"v{i}"})
+    out("RESULT", "done")
+
+
+def check_isolation(db: str, table: str, seconds: str) -> None:
+    """Read the whole table repeatedly: every row must carry the same round."""
+    t = DictDB.attach(db).get_table(table)
+    out("READY")
+    deadline = time.monotonic() + float(seconds)
+    reads = 0
+    rounds = set()
+    while time.monotonic() < deadline:
+        rows = t.select()
+        vs = {r["v"] for r in rows}
+        if len(vs) != 1:
+            sys.exit(f"saw half of an update: rounds {sorted(vs)[:5]}")
+        for r in rows:
+            if r["check"] != f"v{r['v']}":
+                sys.exit(f"torn record {r}")
+        rounds.update(vs)
+        reads += 1
+        one = t.get(rows[0]["id"])
+        if one["check"] != f"v{one['v']}":
+            sys.exit(f"torn point read {one}")
+    out("RESULT", json.dumps({"reads": reads, "rounds": len(rounds)}))
+
+
+def bulk_insert(db: str, table: str, n: str, start: str) -> None:
+    t = DictDB.attach(db).get_table(table)
+    rows = [{"id": i, "name": f"user{i}", "age": i % 90} for i in range(int(start),
+                                                                   int(start) + int(n))]
+    out("START")
+    t.insert(rows)
+    out("RESULT", "inserted")
+
+
+def hold_lock(db: str, table: str, kind: str) -> None:
+    """Take the read or write lock and keep it until killed."""
+    t = DictDB.attach(db).get_table(table)
+    lock = t._lock.read_lock() if kind == "read" else t._lock.write_lock()
+    with lock:
+        out("READY")
+        time.sleep(3600)
+
+
+def hold_lock_briefly(db: str, table: str, seconds: str) -> None:
+    t = DictDB.attach(db).get_table(table)
+    with t._lock.write_lock():
+        out("READY")
+        time.sleep(float(seconds))
+    out("RESULT", "released")
+
+
+def grow(db: str, table: str, first: str, rows: str, payload: str) -> None:
+    """Insert keys first..rows-1 with ``payload``-byte values, 5000 per call."""
+    t = DictDB.attach(db).get_table(table)
+    blob = "x" * int(payload)
+    out("READY")
+    n = int(rows)
+    for start in range(int(first), n, 5000):
+        t.insert([{"id": i, "blob": blob, "n": i} for i in range(start, min(n, start + 5000))])
+    out("RESULT", json.dumps(t._store.read(lambda s: s.stats())))
+
+
+def read_while_growing(db: str, table: str, seconds: str) -> None:
+    t = DictDB.attach(db).get_table(table)
+    out("READY")
+    deadline = time.monotonic() + float(seconds)
+    reads = misses = 0
+    while time.monotonic() < deadline:
+        r = t.get(reads % 1000)
+        if r is None:
+            misses += 1
+        elif r["n"] != reads % 1000:
+            sys.exit(f"wrong record {r['id']} for key {reads % 1000}")
+        reads += 1
+        if reads % 500 == 0:
+            c = t.count()
+            if (c - 1000) % 5000:
+                sys.exit(f"saw a partial batch: count {c}")
+    out("RESULT", json.dumps({"reads": reads, "misses": misses}))
+
+
+def create_and_leave(db: str) -> None:
+    """Create a named database with data, then exit normally."""
+    d = DictDB(db)
+    d.create_table("notes")
+    d.get_table("notes").insert({"id": 1, "text": "from the creator"})
+    d.close()
+    out("RESULT", "left")
+
+
+def create_private(mode: str) -> None:
+    d = DictDB()
+    d.create_table("t")
+    d.get_table("t").insert({"x": 1})
+    out("RESULT", d.name)
+    if mode == "sleep":
+        time.sleep(3600)
+    sys.stdin.readline()          # exit normally once the test has attached
+
+
+def attach_read_exit(db: str, table: str, how: str) -> None:
+    t = DictDB.attach(db).get_table(table)
+    out("RESULT", json.dumps(t.count()))
+    if how == "kill":
+        time.sleep(3600)
+
+
+def try_insert_with_timeout(db: str, table: str, timeout: str) -> None:
+    t = DictDB.attach(db, lock_timeout=float(timeout)).get_table(table)
+    from dictdb_shm import LockTimeoutError
+    try:
+        t.insert({"x": 1})
+    except LockTimeoutError as exc:
+        out("RESULT", json.dumps({"error": str(exc), "holder": exc.holder_pid,
+                                  "table": exc.table}))
+        return
+    out("RESULT", json.dumps({"error": None}))
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]](*sys.argv[2:])
