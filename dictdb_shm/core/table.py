@@ -20,7 +20,7 @@ from dictdb_shm.core.planner import primary_key_candidates
 from dictdb_shm.engine.store import DELETE, INSERT, PUT, TableStore
 from dictdb_shm.errors import DuplicateKeyError, RecordNotFoundError, SchemaValidationError
 from dictdb_shm.lock.rwlock import TableLock
-from dictdb_shm.query import Field, as_predicate, compile_predicate, shape_rows
+from dictdb_shm.query import Compare, Field, as_predicate, compile_predicate, shape_rows
 
 if TYPE_CHECKING:
     from dictdb_shm.core.database import DictDB
@@ -91,16 +91,39 @@ class Table:
         into the caller's dict once the insert succeeded.  ``batch_size`` is
         accepted for DictDB compatibility; the whole list is one atomic write.
         """
+        if type(record) is dict:
+            return self._insert_one(record, skip_validation)
         if isinstance(record, Mapping):
             return self._insert([record], skip_validation)[0]
         if isinstance(record, (list, tuple)):
             return self._insert(record, skip_validation)
         raise TypeError(f"insert takes a dict or a list of dicts, not {type(record).__name__}")
 
+    def _insert_one(self, record: Record, skip_validation: bool) -> Any:
+        """insert() of one plain dict: the single-row hot path."""
+        pk_name = self.primary_key
+        lock = self._lock
+        lock.acquire_write()
+        try:
+            pk = record.get(pk_name, _MISSING)
+            stored = record
+            if pk is _MISSING:
+                pk = self._store.next_auto_pk()
+                stored = dict(record)
+                stored[pk_name] = pk
+            if self._schema is not None and not skip_validation:
+                schemas.validate(stored, self._schema, self.table_name)
+            self._store.apply(((pk, stored, INSERT),))
+        finally:
+            lock.release_write()
+        if stored is not record:
+            record[pk_name] = pk
+        return pk
+
     def _insert(self, records: Sequence[Record], skip_validation: bool) -> list[Any]:
         pk_name, schema, name = self.primary_key, self._schema, self.table_name
         for r in records:
-            if not isinstance(r, Mapping):
+            if type(r) is not dict and not isinstance(r, Mapping):
                 raise TypeError(f"insert takes dicts, got {type(r).__name__}")
         with self._lock.write_lock():
             next_pk = None
@@ -202,6 +225,11 @@ class Table:
         returns the same private dicts.  Without ``order_by`` the order is the
         order in which records were last written.
         """
+        if (type(where) is Compare and where.op == "eq" and where.field == self.primary_key
+                and columns is None and order_by is None and not offset and not distinct
+                and (limit is None or limit > 0)):
+            found = self._store.get(where.value)     # select by primary key: the fast path
+            return [] if found is None else [found]
         stop = None if order_by or distinct or limit is None else offset + limit
         rows = self._matching(where, stop)
         return shape_rows(rows, columns=columns, order_by=order_by, limit=limit,

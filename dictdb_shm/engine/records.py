@@ -10,7 +10,8 @@ RecordHeap segment: records back to back from offset 0, each 8-aligned::
     +4   u32 body_len   msgpack body length
     +8   u8  kind       KIND_VALUE, or KIND_MARKER (a delete)
     +9   u8  flags      SUPERSEDED (a newer version exists),
-                        SLOT_WAS_EMPTY (its directory slot was empty before)
+                        SLOT_WAS_EMPTY (its directory slot was empty before),
+                        INT_KEY (the key is an int in [-2**63, 2**63))
     +10  u16 pk_len
     +12  u32 reserved
     +16  u64 prev + 1   the version this one replaced, 0 if none
@@ -23,14 +24,17 @@ walk the appended records (until a zero header) and put every directory entry
 back to ``prev``; see store.py.
 
 PkDirectory segment: open addressing with linear probing, ``cap`` (a power
-of two) entries of 16 bytes: ``u64 hash, u64 offset + 1``.  Offset 0 means
-empty, ``TOMBSTONE`` a slot freed by undo.  A delete does not free its slot:
+of two) entries of 16 bytes: ``u64 hash, u64 (offset + 1) | INT_ENTRY``.
+Offset 0 means empty, ``TOMBSTONE`` a slot freed by undo.  ``INT_ENTRY``
+(bit 62) marks an int key: for those the hash is a bijection of the key (an
+odd multiplier mod 2**64), so equal hashes mean equal keys and a lookup
+never reads the stored key.  A delete does not free its slot:
 it points it at a marker record, which compaction drops.  The home slot is
 the top bits of the hash: ``hash >> (64 - log2(cap))``.
 
 Key hash: ``(k * 0x9E3779B97F4A7C15) mod 2**64`` (Fibonacci hashing), where
-``k`` is the integer itself for an int key and CRC-32 of the msgpack bytes
-otherwise.  Python's ``hash()`` of str differs between processes, so it is
+``k`` is the integer itself (mod 2**64) for an int key in [-2**63, 2**63) and
+CRC-32 of the msgpack bytes otherwise.  Python's ``hash()`` of str differs between processes, so it is
 never used.  Keys compare by their msgpack bytes: ``1`` and ``True`` are
 different keys here, unlike in a Python dict.
 """
@@ -54,10 +58,15 @@ KIND_VALUE = 1
 KIND_MARKER = 2
 SUPERSEDED = 1
 SLOT_WAS_EMPTY = 2
+INT_KEY = 4
 
 ENTRY = struct.Struct("<QQ")
 ENTRY_SIZE = 16
 TOMBSTONE = (1 << 64) - 1
+INT_ENTRY = 1 << 62
+OFFSET_MASK = INT_ENTRY - 1
+INT_MIN = -(1 << 63)
+INT_MAX = (1 << 63) - 1
 
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
@@ -94,10 +103,11 @@ def encode_record(record: dict, table: str, limit: int = MAX_RECORD_BYTES) -> by
     return body
 
 
-def key_hash(pk: object, pkb: bytes) -> int:
-    if type(pk) is int:
-        return ((pk & MASK64) * GOLDEN) & MASK64
-    return (crc32(pkb) * GOLDEN) & MASK64
+def key_hash(pk: object, pkb: bytes) -> tuple[int, int]:
+    """``(hash, INT_ENTRY or 0)`` of a key and its msgpack bytes."""
+    if type(pk) is int and INT_MIN <= pk <= INT_MAX:
+        return ((pk & MASK64) * GOLDEN) & MASK64, INT_ENTRY
+    return (crc32(pkb) * GOLDEN) & MASK64, 0
 
 
 def record_size(pk_len: int, body_len: int) -> int:

@@ -82,6 +82,10 @@ _DESC = L.DESCRIPTOR.unpack_from
 _unpackb = msgpack.unpackb
 _TOMB = R.TOMBSTONE
 _VALUE = R.KIND_VALUE
+_INT_ENTRY = R.INT_ENTRY
+_OFFSET_MASK = R.OFFSET_MASK
+_INT_MIN, _INT_MAX = R.INT_MIN, R.INT_MAX
+_MASK64, _GOLDEN = R.MASK64, R.GOLDEN
 
 
 class _Retry(Exception):
@@ -167,12 +171,20 @@ class TableStore:
 
     # -------------------------------------------------------------- point read
     def get(self, pk: Any, default: Any = None) -> Any:
-        """The record with primary key ``pk``, or ``default``.  Lock-free."""
-        try:
-            pkb = R._packb(pk)
-        except (TypeError, ValueError, OverflowError):
-            return default
-        h = R.key_hash(pk, pkb)
+        """The record with primary key ``pk``, or ``default``.  Lock-free.
+
+        The probe is written out here rather than calling ``_lookup``: this
+        is the hottest path of the package and a call costs ~10% of it.
+        """
+        if type(pk) is int and _INT_MIN <= pk <= _INT_MAX:
+            h = ((pk & _MASK64) * _GOLDEN) & _MASK64
+            pkb = None
+        else:
+            try:
+                pkb = R._packb(pk)
+            except (TypeError, ValueError, OverflowError):
+                return default
+            h = R.key_hash(pk, pkb)[0]
         cat = self._cat
         base = self._base
         for _ in range(OPTIMISTIC_TRIES):
@@ -182,12 +194,36 @@ class TableStore:
             try:
                 if active != self._active:
                     self._sync(active)
-                found = self._lookup(pkb, h)
+                if pkb is None:
+                    mask = self._mask
+                    d = self._dir
+                    i = h >> self._shift
+                    for _ in range(mask + 1):
+                        eh, eo = _ENTRY(d, i << 4)
+                        if eo == 0:
+                            found = None
+                            break
+                        if eh == h and eo & _INT_ENTRY and eo != _TOMB:
+                            heap = self._heap
+                            off = (eo & _OFFSET_MASK) + 31
+                            _, blen, kind, _, pklen = _RHEAD(heap, off - 32)
+                            if kind != _VALUE:
+                                found = None
+                                break
+                            off += pklen
+                            found = _unpackb(heap[off:off + blen], strict_map_key=False)
+                            break
+                        i = (i + 1) & mask
+                    else:
+                        found = _Retry
+                else:
+                    found = self._lookup(pkb, h, 0)
             except Exception:  # torn bytes: seq decides below
                 found = _Retry
             if _U64(cat, base)[0] == seq and found is not _Retry:
                 return default if found is None else found
-        return self._locked_read(lambda: self._lookup(pkb, h), default)
+        key = R.encode_key(pk)
+        return self._locked_read(lambda: self._lookup(key, *R.key_hash(pk, key)), default)
 
     def _locked_read(self, fn: Callable[[], Any], default: Any = None) -> Any:
         with self._lock.read_lock():
@@ -195,7 +231,8 @@ class TableStore:
             found = fn()
         return default if found is None else found
 
-    def _lookup(self, pkb: bytes, h: int) -> Any:
+    def _lookup(self, pkb: bytes, h: int, int_key: int) -> Any:
+        """The record of the key with bytes ``pkb`` and hash ``h``, or None."""
         mask = self._mask
         if not mask:
             return None
@@ -206,11 +243,11 @@ class TableStore:
             eh, eo = _ENTRY(d, i << 4)
             if eo == 0:
                 return None
-            if eh == h and eo != _TOMB:
-                off = eo - 1
+            if eh == h and eo != _TOMB and eo & _INT_ENTRY == int_key:
+                off = (eo & _OFFSET_MASK) - 1
                 total, blen, kind, _, pklen = _RHEAD(heap, off)
                 start = off + 32
-                if heap[start:start + pklen] == pkb:
+                if int_key or heap[start:start + pklen] == pkb:
                     if kind != _VALUE:
                         return None
                     start += pklen
@@ -252,7 +289,7 @@ class TableStore:
             pkb = R._packb(pk)
         except (TypeError, ValueError, OverflowError):
             return None
-        return self._lookup(pkb, R.key_hash(pk, pkb))
+        return self._lookup(pkb, *R.key_hash(pk, pkb))
 
     def scan(self) -> Iterator[dict]:
         """Inside ``read``: every live record, in the order they were last written."""
@@ -292,18 +329,30 @@ class TableStore:
             raise RuntimeError("TableStore.apply needs the table's write lock")
         self._check_table()
         table, limit = self.table, self._max_record
-        encode_key, encode_record, key_hash = R.encode_key, R.encode_record, R.key_hash
+        packb = R._packb
         batch = []
         nbytes = 0
         nkeys = 0
         for pk, record, mode in changes:
-            pkb = encode_key(pk)
-            body = b"" if mode == DELETE else encode_record(record, table, limit)
-            total = (32 + len(pkb) + len(body) + 7) & ~7
-            batch.append((pk, pkb, key_hash(pk, pkb), body, mode, total))
-            nbytes += total
-            if mode != DELETE:
+            if type(pk) is int and _INT_MIN <= pk <= _INT_MAX:
+                pkb = packb(pk)
+                h, int_key = ((pk & _MASK64) * _GOLDEN) & _MASK64, _INT_ENTRY
+            else:
+                pkb = R.encode_key(pk)
+                h, int_key = R.key_hash(pk, pkb)
+            if mode == DELETE:
+                body = b""
+            else:
                 nkeys += 1
+                try:
+                    body = packb(record)
+                except Exception:  # let encode_record word the error
+                    body = R.encode_record(record, table, limit)
+                if len(body) > limit:
+                    R.encode_record(record, table, limit)
+            total = (39 + len(pkb) + len(body)) & ~7
+            batch.append((pk, pkb, h, int_key, body, mode, total))
+            nbytes += total
         if not batch:
             return
         self._ensure_room(nbytes, nkeys)
@@ -327,7 +376,7 @@ class TableStore:
         shift, mask = self._shift, self._mask
         _U64_PUT(cat, base + L.STORE_TXN_END, end + nbytes)
         off = end
-        for pk, pkb, h, body, mode, total in batch:
+        for pk, pkb, h, int_key, body, mode, total in batch:
             i = h >> shift
             tomb = -1
             found = -1
@@ -338,15 +387,17 @@ class TableStore:
                 if eo == _TOMB:
                     if tomb < 0:
                         tomb = i
-                elif eh == h:
-                    o = eo - 1
+                elif eh == h and eo & _INT_ENTRY == int_key:
+                    o = (eo & _OFFSET_MASK) - 1
                     ototal, _, okind, oflags, opklen = _RHEAD(heap, o)
-                    if heap[o + 32:o + 32 + opklen] == pkb:
+                    if int_key or heap[o + 32:o + 32 + opklen] == pkb:
                         found = o
                         break
                 i = (i + 1) & mask
             kind = R.KIND_MARKER if mode == DELETE else _VALUE
             pklen = len(pkb)
+            blen = len(body)
+            flags = R.INT_KEY if int_key else 0
             if found >= 0:
                 if okind == _VALUE:
                     if mode == INSERT:
@@ -357,27 +408,27 @@ class TableStore:
                     garbage += ototal          # a marker was counted when written
                 elif mode == DELETE:
                     raise RecordNotFoundError(f"table {self.table!r} has no primary key {pk!r}")
-                _RHDR_PUT(heap, off, total, len(body), kind, 0, pklen, 0, found + 1, h)
+                _RHDR_PUT(heap, off, total, blen, kind, flags, pklen, 0, found + 1, h)
                 heap[off + 32:off + 32 + pklen] = pkb
-                heap[off + 32 + pklen:off + 32 + pklen + len(body)] = body
+                heap[off + 32 + pklen:off + 32 + pklen + blen] = body
                 heap[found + R.FLAGS_AT] = oflags | R.SUPERSEDED
-                _U64_PUT(d, (i << 4) + 8, off + 1)
+                _U64_PUT(d, (i << 4) + 8, (off + 1) | int_key)
             else:
                 if mode == DELETE:
                     raise RecordNotFoundError(f"table {self.table!r} has no primary key {pk!r}")
                 if tomb >= 0:
-                    i, flags = tomb, 0
+                    i = tomb
                 else:
-                    flags = R.SLOT_WAS_EMPTY
+                    flags |= R.SLOT_WAS_EMPTY
                     used += 1
-                _RHDR_PUT(heap, off, total, len(body), kind, flags, pklen, 0, 0, h)
+                _RHDR_PUT(heap, off, total, blen, kind, flags, pklen, 0, 0, h)
                 heap[off + 32:off + 32 + pklen] = pkb
-                heap[off + 32 + pklen:off + 32 + pklen + len(body)] = body
-                _ENTRY_PUT(d, i << 4, h, off + 1)
+                heap[off + 32 + pklen:off + 32 + pklen + blen] = body
+                _ENTRY_PUT(d, i << 4, h, (off + 1) | int_key)
             if kind == _VALUE:
                 live += 1
                 live_bytes += total
-                if type(pk) is int and pk >= next_pk:
+                if int_key and pk >= next_pk:
                     next_pk = pk + 1
             else:
                 garbage += total
@@ -386,13 +437,19 @@ class TableStore:
                        garbage, next_seg, live_bytes))
 
     def _publish(self, desc: tuple) -> None:
-        """Commit ``desc``: write the inactive descriptor, then flip ``active``."""
+        """Commit ``desc``: write the inactive descriptor, then flip ``active``.
+        The caller has already mapped the segments ``desc`` names."""
         cat, base = self._cat, self._base
         active = _U64(cat, base + L.STORE_ACTIVE)[0] + 1
         L.DESCRIPTOR.pack_into(cat, base + L.STORE_DESC + L.DESC_SIZE * (active & 1), *desc)
         _U64_PUT(cat, base + L.STORE_ACTIVE, active)           # the commit point
         _U64_PUT(cat, base + L.STORE_TXN_END, desc[2])
-        self._sync(active)
+        self._desc = desc
+        self._heap_end = desc[2]
+        self._active = active
+        if desc[4] != self._mask + 1:
+            self._shift = 64 - (desc[4].bit_length() - 1)
+            self._mask = desc[4] - 1
 
     # ------------------------------------------------------------------- undo
     def recover(self) -> None:
@@ -424,9 +481,9 @@ class TableStore:
                 eh, eo = _ENTRY(d, i << 4)
                 if eo == 0:
                     break
-                if eo == o + 1:
+                if eo != _TOMB and eo & _OFFSET_MASK == o + 1:
                     if prev:
-                        _U64_PUT(d, (i << 4) + 8, prev)
+                        _U64_PUT(d, (i << 4) + 8, prev | (eo & _INT_ENTRY))
                     elif flags & R.SLOT_WAS_EMPTY:
                         _ENTRY_PUT(d, i << 4, 0, 0)
                     else:
@@ -508,7 +565,7 @@ class TableStore:
                 i = h >> shift
                 while _ENTRY(dst_dir, i << 4)[1]:
                     i = (i + 1) & mask
-                _ENTRY_PUT(dst_dir, i << 4, h, out + 1)
+                _ENTRY_PUT(dst_dir, i << 4, h, (out + 1) | (_INT_ENTRY if flags & R.INT_KEY else 0))
                 out += total
                 count += 1
             elif run_start >= 0:
