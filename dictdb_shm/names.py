@@ -66,6 +66,10 @@ def directory_segment(db: str, uid: int, seg: int) -> str:
     return f"/{table_prefix(db, uid)}dir{seg}"
 
 
+def index_segment(db: str, uid: int, seg: int) -> str:
+    return f"/{table_prefix(db, uid)}idx{seg}"
+
+
 def write_semaphore(db: str, uid: int) -> str:
     return f"/{table_prefix(db, uid)}w"
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from dictdb_shm.core import schema as schemas
-from dictdb_shm.core.planner import primary_key_candidates
+from dictdb_shm.core import planner
 from dictdb_shm.engine.store import DELETE, INSERT, PUT, TableStore
 from dictdb_shm.errors import DuplicateKeyError, RecordNotFoundError, SchemaValidationError
 from dictdb_shm.lock.rwlock import TableLock
-from dictdb_shm.query import Compare, Field, as_predicate, compile_predicate, shape_rows
+from dictdb_shm.query import (Aggregate, Compare, Field, aggregate_rows, as_predicate,
+                              compile_predicate, shape_rows)
 
 if TYPE_CHECKING:
     from dictdb_shm.core.database import DictDB
@@ -236,35 +237,32 @@ class Table:
                           offset=offset, distinct=distinct)
 
     def _matching(self, where: Any, stop: int | None = None) -> list[Record]:
+        """Records matching ``where`` (at most ``stop`` of them), read from one
+        consistent state of the table through the planner's access path."""
         node = as_predicate(where)
-        keys = primary_key_candidates(node, self.primary_key)
         pred = compile_predicate(node)
-        if keys is not None:
-            def by_key(s: TableStore) -> list[Record]:
-                found = (s.lookup(k) for k in keys)
-                return [r for r in found if r is not None and pred(r)]
-            return self._store.read(by_key)
-        if node is None:
-            def everything(s: TableStore) -> list[Record]:
-                if stop is None:
-                    return list(s.scan())
-                out = []
-                for r in s.scan():
-                    if len(out) >= stop:
-                        break
-                    out.append(r)
-                return out
-            return self._store.read(everything)
+        pk_name = self.primary_key
 
-        def scan(s: TableStore) -> list[Record]:
+        def run(s: TableStore) -> list[Record]:
+            plan = planner.choose(node, pk_name, s.indexes()) if node is not None \
+                else planner.SCAN
+            if plan.kind == "pk":
+                found = (s.lookup(k) for k in plan.value)
+                return [r for r in found if r is not None and pred(r)]
+            if plan.kind == "index":
+                candidates = s.index_candidates(plan.field, plan.op, plan.value)
+                if candidates is not None:
+                    return [r for r in candidates if pred(r)][:stop]
+            rows = s.scan() if node is None else filter(pred, s.scan())
+            if stop is None:
+                return list(rows)
             out = []
-            for r in s.scan():
-                if pred(r):
-                    out.append(r)
-                    if stop is not None and len(out) >= stop:
-                        break
+            for r in rows:
+                if len(out) >= stop:
+                    break
+                out.append(r)
             return out
-        return self._store.read(scan)
+        return self._store.read(run)
 
     def all(self) -> list[Record]:
         return self._matching(None)
@@ -290,6 +288,29 @@ class Table:
         for r in self._matching(None):
             cols.update(r)
         return sorted(cols)
+
+    def aggregate(self, group_by: str | Sequence[str] | None = None, where: Any = None,
+                  **aggs: Aggregate) -> Any:
+        """``t.aggregate(n=Count(), avg=Avg("age"), where=..., group_by="city")``:
+        one dict of results, or with ``group_by`` a list of one dict per group."""
+        return aggregate_rows(self._matching(where), group_by, **aggs)
+
+    # -------------------------------------------------------------- indexes
+    def create_index(self, field: str, index_type: str = "hash") -> None:
+        """Index ``field`` for every process: ``"hash"`` serves ``==`` and
+        ``is_in``; ``"sorted"`` also ``<``, ``<=``, ``>``, ``>=`` and
+        ``between``.  The index lives in shared memory and changes atomically
+        with the data.  Creating an existing index does nothing."""
+        if not isinstance(field, str) or not field:
+            raise ValueError("create_index needs a field name")
+        with self._lock.write_lock():
+            self._store.create_index(field, index_type)
+
+    def indexed_fields(self) -> list[str]:
+        return list(self._store.read(TableStore.indexes))
+
+    def has_index(self, field: str) -> bool:
+        return field in self._store.read(TableStore.indexes)
 
     def primary_key_name(self) -> str:
         return self.primary_key

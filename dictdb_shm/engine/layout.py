@@ -45,6 +45,7 @@ Store region::
     +8    u64 active   descriptor generation; descriptor (active & 1) is current
     +16   u64 uid      copy of the slot uid, read in the same load as seq
     +24   u64 txn_end  high-water mark of the running write (bytes to zero on undo)
+    +32   u64 index_dirty  1 while a write edits the index segment in place
     +64   descriptor 0 (DESC_SIZE bytes)   +192 descriptor 1
 
 A descriptor says where the table's data is; a commit writes the inactive one
@@ -105,6 +106,7 @@ STORE_SEQ = 0
 STORE_ACTIVE = 8
 STORE_UID = 16
 STORE_TXN_END = 24
+STORE_INDEX_DIRTY = 32
 STORE_DESC = 64
 DESC_SIZE = 128
 SEQ_DROPPED = (1 << 64) - 1                  # odd, so lock-free readers stop
@@ -113,8 +115,8 @@ SEQ_DROPPED = (1 << 64) - 1                  # odd, so lock-free readers stop
 # directory segment id, directory capacity (entries, a power of two),
 # directory entries used (live + markers + tombstones), live record count,
 # next auto primary key, garbage bytes (superseded records and markers),
-# next segment id, bytes of live records.
-DESCRIPTOR = struct.Struct("<QQQQQQQqQQQ")
+# next segment id, bytes of live records, index segment id (0: no index).
+DESCRIPTOR = struct.Struct("<QQQQQQQqQQQQ")
 assert DESCRIPTOR.size <= DESC_SIZE
 assert LOCK_READER_TICKS + 8 * READER_SLOTS <= LOCK_REGION_SIZE
 

@@ -35,6 +35,12 @@ records into new segments sized for the write to come, publishes them with a
 descriptor flip, then unlinks the old names.  A heap only rebuilds when full,
 to twice its live bytes, so a table rewritten forever stays bounded.
 
+*Indexes* (index.py) live in a third segment named by the descriptor.  A
+small write edits them in place after its records and directory entries are
+in, with ``index_dirty`` raised until the flip; undo then rebuilds the index
+segment from the restored table.  A big write, a rebuild and
+``create_index`` build a fresh index segment that the flip publishes.
+
 Invariants
 ----------
 * Bytes of the heap past the committed end are zero when no write runs.
@@ -45,17 +51,17 @@ Invariants
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import msgpack
 
 from dictdb_shm import names
+from dictdb_shm.engine import index as IX
 from dictdb_shm.engine import layout as L
 from dictdb_shm.engine import records as R
 from dictdb_shm.engine.segment import Segment, unlink
-from dictdb_shm.errors import (CorruptionError, DuplicateKeyError, RecordNotFoundError,
-                               TableNotFoundError)
+from dictdb_shm.errors import (CorruptionError, DictDBError, DuplicateKeyError,
+                               InvalidNameError, RecordNotFoundError, TableNotFoundError)
 
 if TYPE_CHECKING:
     from dictdb_shm.lock.rwlock import TableLock
@@ -70,6 +76,7 @@ OPTIMISTIC_TRIES = 3
 MIN_HEAP = 1 << 16
 MIN_DIR = 1 << 10
 MAX_LOAD = 0.7
+BULK_INDEX_REBUILD = 1024   # a write of more rows builds a fresh index segment
 
 _HEAD3 = L.THREE_U64.unpack_from
 _U64 = L.U64.unpack_from
@@ -86,6 +93,27 @@ _INT_ENTRY = R.INT_ENTRY
 _OFFSET_MASK = R.OFFSET_MASK
 _INT_MIN, _INT_MAX = R.INT_MIN, R.INT_MAX
 _MASK64, _GOLDEN = R.MASK64, R.GOLDEN
+_MISSING = object()
+
+
+class Descriptor(NamedTuple):
+    """Where a table's data is; ``layout.DESCRIPTOR`` is its byte form."""
+
+    heap_seg: int           # 0: no segment yet
+    heap_cap: int
+    heap_end: int           # committed bytes
+    dir_seg: int
+    dir_cap: int            # entries, a power of two
+    dir_used: int           # live + markers + tombstones
+    live: int               # live records
+    next_pk: int            # next auto-assigned primary key
+    garbage: int            # bytes of superseded records and markers
+    next_seg: int           # id for the next new segment
+    live_bytes: int
+    index_seg: int          # 0: no index
+
+
+EMPTY = Descriptor(0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0)
 
 
 class _Retry(Exception):
@@ -96,18 +124,12 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
 
 
-def _initial_descriptor() -> tuple:
-    # heap_seg, heap_cap, heap_end, dir_seg, dir_cap, dir_used, live, next_pk,
-    # garbage, next_seg, live_bytes.  Segment 0 is "none yet": the first write
-    # rebuilds into segment 1, so creating a table maps nothing.
-    return (0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0)
-
-
 def init_store_region(buf: Any, slot_base: int, uid: int) -> None:
-    """Write an empty table's store region (done by the catalog on create)."""
+    """Write an empty table's store region (done by the catalog on create).
+    The first write rebuilds into segment 1, so a new table maps nothing."""
     base = slot_base + L.STORE_REGION
     buf[base:base + L.STORE_REGION_SIZE] = bytes(L.STORE_REGION_SIZE)
-    L.DESCRIPTOR.pack_into(buf, base + L.STORE_DESC, *_initial_descriptor())
+    L.DESCRIPTOR.pack_into(buf, base + L.STORE_DESC, *EMPTY)
     _U64_PUT(buf, base + L.STORE_UID, uid)
 
 
@@ -115,7 +137,8 @@ class TableStore:
     """The storage engine of one table (see the module docstring).
 
     The interface the Table API uses: ``get``, ``read``, ``apply``,
-    ``count``, ``next_auto_pk``; the lock calls ``recover``.
+    ``count``, ``next_auto_pk``, ``create_index``; inside ``read``:
+    ``scan``, ``lookup``, ``index_candidates``.  The lock calls ``recover``.
     """
 
     def __init__(self, db: str, table: str, catalog: Any, slot_index: int, uid: int,
@@ -128,37 +151,47 @@ class TableStore:
         self._lock = lock
         self._max_record = max_record_bytes
         self._active = -1
-        self._desc: tuple = _initial_descriptor()
+        self._desc = EMPTY
         self._heap_id = 0
         self._heap: Any = b""
         self._dir_id = 0
         self._dir: Any = b""
+        self._index_id = 0
+        self._index_buf: Any = b""
+        self._indexes: dict[str, IX.Index] = {}
         self._shift = 64
         self._mask = 0
         self._heap_end = 0
-        self._pid = os.getpid()
 
     # ------------------------------------------------------------------ mapping
     def _sync(self, active: int) -> None:
         """Map the segments of descriptor ``active``; cheap when nothing changed."""
-        desc = _DESC(self._cat, self._base + L.STORE_DESC + L.DESC_SIZE * (active & 1))
-        heap_id, _, heap_end, dir_id, dir_cap = desc[:5]
-        if heap_id != self._heap_id:
-            self._heap = Segment.attach(names.heap_segment(self.db, self.uid, heap_id)).buf \
-                if heap_id else b""
-            self._heap_id = heap_id
-        if dir_id != self._dir_id:
-            self._dir = Segment.attach(names.directory_segment(self.db, self.uid, dir_id)).buf \
-                if dir_id else b""
-            self._dir_id = dir_id
-        if dir_cap:
-            self._shift = 64 - (dir_cap.bit_length() - 1)
-            self._mask = dir_cap - 1
+        desc = Descriptor._make(
+            _DESC(self._cat, self._base + L.STORE_DESC + L.DESC_SIZE * (active & 1)))
+        if desc.heap_seg != self._heap_id:
+            self._heap = self._attach(names.heap_segment, desc.heap_seg)
+            self._heap_id = desc.heap_seg
+        if desc.dir_seg != self._dir_id:
+            self._dir = self._attach(names.directory_segment, desc.dir_seg)
+            self._dir_id = desc.dir_seg
+        if desc.index_seg != self._index_id:
+            buf = self._attach(names.index_segment, desc.index_seg)
+            self._indexes = _open_indexes(buf, desc.dir_cap)
+            self._index_buf, self._index_id = buf, desc.index_seg
+        self._set_shape(desc)
+        self._active = active
+
+    def _attach(self, name_of: Callable[[str, int, int], str], seg: int) -> Any:
+        return Segment.attach(name_of(self.db, self.uid, seg)).buf if seg else b""
+
+    def _set_shape(self, desc: Descriptor) -> None:
+        if desc.dir_cap:
+            self._shift = 64 - (desc.dir_cap.bit_length() - 1)
+            self._mask = desc.dir_cap - 1
         else:
             self._shift, self._mask = 64, 0
-        self._heap_end = heap_end
+        self._heap_end = desc.heap_end
         self._desc = desc
-        self._active = active
 
     def _check_table(self) -> int:
         """Under a lock: map the current segments; raise if the table was dropped."""
@@ -223,12 +256,9 @@ class TableStore:
             if _U64(cat, base)[0] == seq and found is not _Retry:
                 return default if found is None else found
         key = R.encode_key(pk)
-        return self._locked_read(lambda: self._lookup(key, *R.key_hash(pk, key)), default)
-
-    def _locked_read(self, fn: Callable[[], Any], default: Any = None) -> Any:
         with self._lock.read_lock():
             self._check_table()
-            found = fn()
+            found = self._lookup(key, *R.key_hash(pk, key))
         return default if found is None else found
 
     def _lookup(self, pkb: bytes, h: int, int_key: int) -> Any:
@@ -260,8 +290,8 @@ class TableStore:
         """Run ``fn(self)`` against one consistent state of the table.
 
         ``fn`` may run more than once (lock-free attempts that saw a writer),
-        so it must not have side effects; inside it use ``scan``, ``lookup``
-        and ``live_count``.
+        so it must not have side effects; inside it use ``scan``, ``lookup``,
+        ``index_candidates`` and ``live_count``.
         """
         if not self._lock.held_by_me():
             cat, base = self._cat, self._base
@@ -307,16 +337,123 @@ class TableStore:
             off += total
 
     def live_count(self) -> int:
-        return self._desc[6]
+        return self._desc.live
 
     def count(self) -> int:
         return self.read(TableStore.live_count)
+
+    # ----------------------------------------------------------------- indexes
+    def indexes(self) -> dict[str, str]:
+        """Inside ``read`` or a lock: ``{field: "hash" | "sorted"}``."""
+        return {f: IX.KIND_NAMES[ix.kind] for f, ix in self._indexes.items()}
+
+    def index_candidates(self, field: str, op: str, value: Any) -> list[dict] | None:
+        """Inside ``read``: the records an index on ``field`` offers for
+        ``field <op> value``, a superset of the matches; None when no index
+        can answer (the caller scans).  ``op``: eq, in, lt, le, gt, ge, between."""
+        ix = self._indexes.get(field)
+        if ix is None:
+            return None
+        if op == "eq":
+            slots = ix.slots_equal((value,))
+        elif op == "in":
+            slots = ix.slots_equal(value)
+        elif ix.kind != IX.KIND_SORTED:
+            return None
+        else:
+            if op in ("lt", "le"):
+                lo, hi = None, value
+            elif op in ("gt", "ge"):
+                lo, hi = value, None
+            elif op == "between":
+                lo, hi = value
+            else:
+                return None
+            bounds = IX.order_bounds(lo, hi)
+            if bounds is None:
+                return None
+            slots = ix.slots_between(*bounds)
+        if slots is None:
+            return None
+        return self._records_at(slots)
+
+    def _records_at(self, slots: Iterable[int]) -> list[dict]:
+        d, heap = self._dir, self._heap
+        out = []
+        for slot in slots:
+            eo = _ENTRY(d, slot << 4)[1]
+            if eo == 0 or eo == _TOMB:
+                raise _Retry
+            off = (eo & _OFFSET_MASK) - 1
+            _, blen, kind, _, pklen = _RHEAD(heap, off)
+            if kind == _VALUE:
+                start = off + 32 + pklen
+                out.append(_unpackb(heap[start:start + blen], strict_map_key=False))
+        return out
+
+    def create_index(self, field: str, kind: str) -> bool:
+        """Under the write lock: index ``field``; False when it already is."""
+        self._check_table()
+        if kind not in IX.KINDS:
+            raise ValueError(f"index_type must be 'hash' or 'sorted', not {kind!r}")
+        if field in self._indexes:
+            return False
+        if len(field.encode("utf-8")) > IX.MAX_FIELD_BYTES:
+            raise InvalidNameError(f"cannot index field {field!r}: the name is too long",
+                                   hint=f"index fields of at most {IX.MAX_FIELD_BYTES} bytes")
+        if len(self._indexes) >= IX.MAX_INDEXES:
+            raise DictDBError(f"table {self.table!r} already has {IX.MAX_INDEXES} indexes",
+                              hint="index fewer fields")
+        defs = [(f, ix.kind) for f, ix in self._indexes.items()] + [(field, IX.KINDS[kind])]
+        if not self._desc.dir_cap:
+            self._rebuild(0, 0)        # an empty table: give it segments to index
+        self._replace_index_segment(defs)
+        return True
+
+    def _index_defs(self) -> list[tuple[str, int]]:
+        return [(f, ix.kind) for f, ix in self._indexes.items()]
+
+    def _build_index_segment(self, defs: list[tuple[str, int]], seg: int, dir_buf: Any,
+                             dir_cap: int, heap: Any) -> Segment | None:
+        """A new index segment for ``defs``, built from a directory and heap."""
+        if not defs:
+            return None
+        kinds = [k for _, k in defs]
+        segment = Segment.create(names.index_segment(self.db, self.uid, seg),
+                                 IX.segment_size(kinds, dir_cap), replace=True)
+        try:
+            IX.write_definitions(segment.buf, defs)
+            built = _open_indexes(segment.buf, dir_cap)
+            IX.build(list(built.values()), list(built), _live_by_slot(dir_buf, dir_cap, heap))
+        except BaseException:
+            unlink(segment.name)
+            raise
+        return segment
+
+    def _replace_index_segment(self, defs: list[tuple[str, int]]) -> None:
+        """Under the write lock: publish a fresh index segment for ``defs``."""
+        desc = self._desc
+        segment = self._build_index_segment(defs, desc.next_seg, self._dir, desc.dir_cap,
+                                            self._heap)
+        old = desc.index_seg
+        self._adopt_indexes(segment, desc.next_seg, desc.dir_cap)
+        self._publish(desc._replace(index_seg=desc.next_seg if segment else 0,
+                                    next_seg=desc.next_seg + 1))
+        if old:
+            unlink(names.index_segment(self.db, self.uid, old))
+
+    def _adopt_indexes(self, segment: Segment | None, seg: int, dir_cap: int) -> None:
+        if segment is None:
+            self._index_buf, self._index_id, self._indexes = b"", 0, {}
+        else:
+            self._index_buf, self._index_id = segment.buf, seg
+            self._indexes = _open_indexes(segment.buf, dir_cap)
 
     # ----------------------------------------------------------------- writing
     def next_auto_pk(self) -> int:
         """Under the write lock: the next free auto-assigned primary key."""
         self._check_table()
-        return self._desc[7]
+        return self._desc.next_pk
 
     def apply(self, changes: Iterable[tuple[Any, Any, int]]) -> None:
         """Apply ``(pk, record, mode)`` changes as one all-or-nothing write.
@@ -351,7 +488,7 @@ class TableStore:
                 if len(body) > limit:
                     R.encode_record(record, table, limit)
             total = (39 + len(pkb) + len(body)) & ~7
-            batch.append((pk, pkb, h, int_key, body, mode, total))
+            batch.append((pk, pkb, h, int_key, body, mode, total, record))
             nbytes += total
         if not batch:
             return
@@ -363,20 +500,22 @@ class TableStore:
             raise
 
     def _ensure_room(self, nbytes: int, nkeys: int) -> None:
-        heap_cap, heap_end = self._desc[1], self._desc[2]
-        dir_cap, dir_used = self._desc[4], self._desc[5]
-        if heap_end + nbytes > heap_cap or dir_used + nkeys > dir_cap * MAX_LOAD:
+        d = self._desc
+        if d.heap_end + nbytes > d.heap_cap or d.dir_used + nkeys > d.dir_cap * MAX_LOAD:
             self._rebuild(nbytes, nkeys)
 
     def _append(self, batch: list, nbytes: int) -> None:
         cat, base = self._cat, self._base
-        (heap_id, heap_cap, end, dir_id, dir_cap, used, live, next_pk,
-         garbage, next_seg, live_bytes) = self._desc
+        desc = self._desc
+        used, live, next_pk = desc.dir_used, desc.live, desc.next_pk
+        garbage, live_bytes = desc.garbage, desc.live_bytes
         heap, d = self._heap, self._dir
         shift, mask = self._shift, self._mask
-        _U64_PUT(cat, base + L.STORE_TXN_END, end + nbytes)
-        off = end
-        for pk, pkb, h, int_key, body, mode, total in batch:
+        indexed = bool(self._indexes)
+        touched = []                     # (slot, old record offset or -1, new record)
+        _U64_PUT(cat, base + L.STORE_TXN_END, desc.heap_end + nbytes)
+        off = desc.heap_end
+        for pk, pkb, h, int_key, body, mode, total, record in batch:
             i = h >> shift
             tomb = -1
             found = -1
@@ -413,6 +552,8 @@ class TableStore:
                 heap[off + 32 + pklen:off + 32 + pklen + blen] = body
                 heap[found + R.FLAGS_AT] = oflags | R.SUPERSEDED
                 _U64_PUT(d, (i << 4) + 8, (off + 1) | int_key)
+                if indexed:
+                    touched.append((i, found if okind == _VALUE else -1, record))
             else:
                 if mode == DELETE:
                     raise RecordNotFoundError(f"table {self.table!r} has no primary key {pk!r}")
@@ -425,6 +566,8 @@ class TableStore:
                 heap[off + 32:off + 32 + pklen] = pkb
                 heap[off + 32 + pklen:off + 32 + pklen + blen] = body
                 _ENTRY_PUT(d, i << 4, h, (off + 1) | int_key)
+                if indexed:
+                    touched.append((i, -1, record))
             if kind == _VALUE:
                 live += 1
                 live_bytes += total
@@ -433,37 +576,72 @@ class TableStore:
             else:
                 garbage += total
             off += total
-        self._publish((heap_id, heap_cap, off, dir_id, dir_cap, used, live, next_pk,
-                       garbage, next_seg, live_bytes))
+        new = desc._replace(heap_end=off, dir_used=used, live=live, next_pk=next_pk,
+                            garbage=garbage, live_bytes=live_bytes)
+        if not indexed:
+            self._publish(new)
+            return
+        if len(touched) > BULK_INDEX_REBUILD or not all(
+                ix.room_for(len(touched)) for ix in self._indexes.values()):
+            old = desc.index_seg
+            segment = self._build_index_segment(self._index_defs(), desc.next_seg, d,
+                                                desc.dir_cap, heap)
+            self._adopt_indexes(segment, desc.next_seg, desc.dir_cap)
+            self._publish(new._replace(index_seg=desc.next_seg, next_seg=desc.next_seg + 1))
+            unlink(names.index_segment(self.db, self.uid, old))
+            return
+        _U64_PUT(cat, base + L.STORE_INDEX_DIRTY, 1)
+        self._update_indexes(touched)
+        self._publish(new)
+        _U64_PUT(cat, base + L.STORE_INDEX_DIRTY, 0)
 
-    def _publish(self, desc: tuple) -> None:
+    def _update_indexes(self, touched: list) -> None:
+        """Move each touched directory slot from its old value's chain to its new one's."""
+        heap = self._heap
+        identity = IX.identity
+        for slot, old_off, record in touched:
+            old = None
+            if old_off >= 0:
+                _, blen, _, _, pklen = _RHEAD(heap, old_off)
+                start = old_off + 32 + pklen
+                old = _unpackb(heap[start:start + blen], strict_map_key=False)
+            for field, ix in self._indexes.items():
+                before = identity(old.get(field)) if old is not None else None
+                after = identity(record.get(field)) if record is not None else None
+                if before == after:
+                    continue
+                if before is not None:
+                    ix.remove(slot, before)
+                if after is not None:
+                    if ix.kind == IX.KIND_SORTED and ix.header()[4] >= IX.OVERFLOW:
+                        ix.merge_overflow()
+                    ix.add(slot, after)
+
+    def _publish(self, desc: Descriptor) -> None:
         """Commit ``desc``: write the inactive descriptor, then flip ``active``.
         The caller has already mapped the segments ``desc`` names."""
         cat, base = self._cat, self._base
         active = _U64(cat, base + L.STORE_ACTIVE)[0] + 1
         L.DESCRIPTOR.pack_into(cat, base + L.STORE_DESC + L.DESC_SIZE * (active & 1), *desc)
         _U64_PUT(cat, base + L.STORE_ACTIVE, active)           # the commit point
-        _U64_PUT(cat, base + L.STORE_TXN_END, desc[2])
-        self._desc = desc
-        self._heap_end = desc[2]
+        _U64_PUT(cat, base + L.STORE_TXN_END, desc.heap_end)
+        self._set_shape(desc)
         self._active = active
-        if desc[4] != self._mask + 1:
-            self._shift = 64 - (desc[4].bit_length() - 1)
-            self._mask = desc[4] - 1
 
     # ------------------------------------------------------------------- undo
     def recover(self) -> None:
         """Under the write lock: undo a write that did not commit.
 
         Safe to call at any time under the write lock; a no-op when the last
-        write committed.  Also removes segments a crashed rebuild left behind.
+        write committed.  Also rebuilds indexes a crash left half-edited and
+        removes segments a crashed rebuild left behind.
         """
         seq, active, uid = _HEAD3(self._cat, self._base)
         if uid != self.uid or seq == L.SEQ_DROPPED:
             return
         self._sync(active)
         heap, d = self._heap, self._dir
-        end, cap = self._desc[2], self._desc[1]
+        end, cap = self._desc.heap_end, self._desc.heap_cap
         appended = []
         off = end
         while off + 32 <= cap:
@@ -497,55 +675,64 @@ class TableStore:
         if zero_to > end:
             heap[end:zero_to] = bytes(zero_to - end)
         _U64_PUT(self._cat, self._base + L.STORE_TXN_END, end)
+        if _U64(self._cat, self._base + L.STORE_INDEX_DIRTY)[0]:
+            self._replace_index_segment(self._index_defs())
+            _U64_PUT(self._cat, self._base + L.STORE_INDEX_DIRTY, 0)
         self._collect_orphans()
 
     def _collect_orphans(self) -> None:
         """Unlink this table's segments that no descriptor names (a crashed rebuild)."""
-        keep = {names.heap_segment(self.db, self.uid, self._heap_id)[1:],
-                names.directory_segment(self.db, self.uid, self._dir_id)[1:]}
+        d = self._desc
+        keep = {names.heap_segment(self.db, self.uid, d.heap_seg)[1:],
+                names.directory_segment(self.db, self.uid, d.dir_seg)[1:],
+                names.index_segment(self.db, self.uid, d.index_seg)[1:]}
         tp = names.table_prefix(self.db, self.uid)
         for entry in names.shm_entries(self.db):
             if entry.startswith(tp) and entry not in keep and (
-                    entry[len(tp):].startswith(("heap", "dir"))):
+                    entry[len(tp):].startswith(("heap", "dir", "idx"))):
                 unlink("/" + entry)
 
     # ------------------------------------------------------ growth, compaction
     def _rebuild(self, extra_bytes: int, extra_keys: int) -> None:
         """Copy the live records into new segments with room for a write of
         ``extra_bytes`` bytes and ``extra_keys`` new keys, and publish them."""
-        (heap_id, _, end, dir_id, _, _, live, next_pk, _, seg, live_bytes) = self._desc
-        heap_cap = max(MIN_HEAP, _pow2_at_least(2 * (live_bytes + extra_bytes)))
-        dir_cap = max(MIN_DIR, _pow2_at_least(2 * (live + extra_keys)))
-        new_heap = Segment.create(names.heap_segment(self.db, self.uid, seg), heap_cap,
-                                  replace=True)
+        old = self._desc
+        seg = old.next_seg
+        heap_cap = max(MIN_HEAP, _pow2_at_least(2 * (old.live_bytes + extra_bytes)))
+        dir_cap = max(MIN_DIR, _pow2_at_least(2 * (old.live + extra_keys)))
+        made: list[str] = []
         try:
+            new_heap = Segment.create(names.heap_segment(self.db, self.uid, seg), heap_cap,
+                                      replace=True)
+            made.append(new_heap.name)
             new_dir = Segment.create(names.directory_segment(self.db, self.uid, seg),
                                      dir_cap * R.ENTRY_SIZE, replace=True)
-        except BaseException:
-            unlink(new_heap.name)
-            raise
-        try:
+            made.append(new_dir.name)
             new_end, count = self._copy_live(new_heap.buf, new_dir.buf, dir_cap)
+            if count != old.live:
+                raise CorruptionError(f"table {self.table!r}: {count} live records found, "
+                                      f"descriptor says {old.live}")
+            index = self._build_index_segment(self._index_defs(), seg, new_dir.buf, dir_cap,
+                                              new_heap.buf)
         except BaseException:
-            unlink(new_heap.name)
-            unlink(new_dir.name)
+            for name in made:
+                unlink(name)
             raise
-        if count != live:
-            unlink(new_heap.name)
-            unlink(new_dir.name)
-            raise CorruptionError(
-                f"table {self.table!r}: {count} live records found, descriptor says {live}")
         # Adopt the new mappings before the flip so _sync does not map them again.
         self._heap, self._heap_id = new_heap.buf, seg
         self._dir, self._dir_id = new_dir.buf, seg
-        self._publish((seg, heap_cap, new_end, seg, dir_cap, live, live, next_pk, 0,
-                       seg + 1, new_end))
-        if heap_id:
-            unlink(names.heap_segment(self.db, self.uid, heap_id))
-        if dir_id:
-            unlink(names.directory_segment(self.db, self.uid, dir_id))
+        self._adopt_indexes(index, seg, dir_cap)
+        self._publish(Descriptor(seg, heap_cap, new_end, seg, dir_cap, old.live, old.live,
+                                 old.next_pk, 0, seg + 1, new_end, seg if index else 0))
+        for name_of, s in ((names.heap_segment, old.heap_seg),
+                           (names.directory_segment, old.dir_seg),
+                           (names.index_segment, old.index_seg)):
+            if s:
+                unlink(name_of(self.db, self.uid, s))
 
     def _copy_live(self, dst: Any, dst_dir: Any, dir_cap: int) -> tuple[int, int]:
+        """Copy live records to ``dst`` (runs of them at a time) and index them
+        in ``dst_dir``.  Returns (bytes copied, records copied)."""
         src = self._heap
         end = self._heap_end
         shift = 64 - (dir_cap.bit_length() - 1)
@@ -565,7 +752,8 @@ class TableStore:
                 i = h >> shift
                 while _ENTRY(dst_dir, i << 4)[1]:
                     i = (i + 1) & mask
-                _ENTRY_PUT(dst_dir, i << 4, h, (out + 1) | (_INT_ENTRY if flags & R.INT_KEY else 0))
+                _ENTRY_PUT(dst_dir, i << 4, h,
+                           (out + 1) | (_INT_ENTRY if flags & R.INT_KEY else 0))
                 out += total
                 count += 1
             elif run_start >= 0:
@@ -583,8 +771,31 @@ class TableStore:
 
     def stats(self) -> dict:
         """Under any lock or inside ``read``: sizes, for tests and housekeeping."""
-        (heap_id, heap_cap, end, dir_id, dir_cap, used, live, next_pk, garbage, seg,
-         live_bytes) = self._desc
-        return {"heap_segment": heap_id, "heap_capacity": heap_cap, "heap_end": end,
-                "directory_capacity": dir_cap, "directory_used": used, "live": live,
-                "next_pk": next_pk, "garbage_bytes": garbage, "live_bytes": live_bytes}
+        d = self._desc
+        return {"heap_segment": d.heap_seg, "heap_capacity": d.heap_cap,
+                "heap_end": d.heap_end, "directory_capacity": d.dir_cap,
+                "directory_used": d.dir_used, "live": d.live, "next_pk": d.next_pk,
+                "garbage_bytes": d.garbage, "live_bytes": d.live_bytes,
+                "index_segment": d.index_seg}
+
+
+def _open_indexes(buf: Any, dir_cap: int) -> dict[str, IX.Index]:
+    if not buf:
+        return {}
+    defs = IX.read_definitions(buf)
+    offsets = IX.layout([k for _, k in defs], dir_cap)
+    return {field: IX.Index(buf, j, kind, offsets[j], dir_cap)
+            for j, (field, kind) in enumerate(defs)}
+
+
+def _live_by_slot(dir_buf: Any, dir_cap: int, heap: Any) -> Iterator[tuple[int, dict]]:
+    """(directory slot, record) of every live record a directory points at."""
+    for slot in range(dir_cap):
+        eo = _ENTRY(dir_buf, slot << 4)[1]
+        if eo == 0 or eo == _TOMB:
+            continue
+        off = (eo & _OFFSET_MASK) - 1
+        _, blen, kind, _, pklen = _RHEAD(heap, off)
+        if kind == _VALUE:
+            start = off + 32 + pklen
+            yield slot, _unpackb(heap[start:start + blen], strict_map_key=False)
