@@ -42,8 +42,9 @@ def test_insert_assigns_pks_and_writes_them_back(db):
     assert t.insert({"id": 10, "name": "y"}) == 10
     assert t.insert({"name": "z"}) == 11                 # continues after explicit keys
     assert t.insert([{"a": 1}, {"id": "k", "a": 2}, {"a": 3}]) == [12, "k", 13]
+    assert t.insert([{"id": 20}, {"a": 4}]) == [20, 21]     # explicit keys first, then auto
     assert t.get("k") == {"id": "k", "a": 2}
-    assert len(t) == t.count() == t.size() == 6
+    assert len(t) == t.count() == t.size() == 8
 
 
 def test_duplicate_key_fails_whole_batch(users):

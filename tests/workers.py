@@ -184,5 +184,41 @@ def try_insert_with_timeout(db: str, table: str, timeout: str) -> None:
     out("RESULT", json.dumps({"error": None}))
 
 
+
+def churn_indexed(db: str, table: str, seed: str) -> None:
+    """Small writes on indexed fields, forever (until killed): updates, deletes,
+    re-inserts, so a kill lands inside in-place index maintenance."""
+    import random
+    t = DictDB.attach(db).get_table(table)
+    rng = random.Random(int(seed))
+    out("READY")
+    n = 0
+    while True:
+        k = rng.randrange(2000)
+        r = rng.random()
+        if r < 0.6:
+            t.update({"v": rng.randrange(50), "name": f"n{rng.randrange(300)}"},
+                     where=t.id.is_in([k, k + 1, k + 2]))
+        elif r < 0.8:
+            if t.get(k) is not None:
+                t.delete(where=t.id == k)
+        else:
+            t.upsert({"id": k, "v": rng.randrange(50), "name": f"n{rng.randrange(300)}"})
+        n += 1
+
+
+def index_queries(db: str, table: str) -> None:
+    """Answer some indexed queries from another process, and report whether it
+    sees the indexes and the index segment it used."""
+    t = DictDB.attach(db).get_table(table)
+    res = {
+        "indexed": t.indexed_fields(),
+        "eq": sorted(r["id"] for r in t.select(where=t.v == 7)),
+        "range": sorted(r["id"] for r in t.select(where=t.v.between(3, 5))),
+        "segment": t._store.read(lambda s: s.stats())["index_segment"],
+    }
+    out("RESULT", json.dumps(res))
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])

@@ -156,6 +156,18 @@ class DictDB:
     def list_tables(self) -> list[str]:
         return [e.name for e in self._attachment().catalog.entries()]
 
+    def import_csv(self, path: str, table_name: str, *, primary_key: str = "id",
+                   delimiter: str = ",", has_header: bool = True, encoding: str = "utf-8",
+                   schema: Mapping[str, type] | None = None, infer_types: bool = True,
+                   skip_validation: bool = False) -> int:
+        """Create ``table_name`` from a CSV file in one all-or-nothing insert;
+        returns the number of rows.  See persistence/csv_io.py for the rules."""
+        from dictdb_shm.persistence.csv_io import import_csv
+        return import_csv(self, path, table_name, primary_key=primary_key,
+                          delimiter=delimiter, has_header=has_header, encoding=encoding,
+                          schema=schema, infer_types=infer_types,
+                          skip_validation=skip_validation)
+
     def _open_table(self, table_name: str) -> tuple[TableEntry, TableLock, TableStore]:
         att = self._attachment()
         entry = att.catalog.find(table_name)

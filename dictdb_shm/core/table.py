@@ -131,18 +131,24 @@ class Table:
             pks: list[Any] = []
             changes = []
             assigned = []
+            explicit_max = None          # auto keys also skip explicit ones met so far
             for r in records:
                 pk = r.get(pk_name, _MISSING)
                 if pk is _MISSING:
                     if next_pk is None:
                         next_pk = self._store.next_auto_pk()
+                        if explicit_max is not None and explicit_max >= next_pk:
+                            next_pk = explicit_max + 1
                     pk = next_pk
                     next_pk += 1
                     r = dict(r)
                     r[pk_name] = pk
                     assigned.append(len(pks))
-                elif next_pk is not None and type(pk) is int and pk >= next_pk:
-                    next_pk = pk + 1
+                elif type(pk) is int:
+                    if next_pk is None:
+                        explicit_max = pk if explicit_max is None else max(explicit_max, pk)
+                    elif pk >= next_pk:
+                        next_pk = pk + 1
                 if schema is not None and not skip_validation:
                     schemas.validate(r, schema, name)
                 pks.append(pk)
@@ -294,6 +300,15 @@ class Table:
         """``t.aggregate(n=Count(), avg=Avg("age"), where=..., group_by="city")``:
         one dict of results, or with ``group_by`` a list of one dict per group."""
         return aggregate_rows(self._matching(where), group_by, **aggs)
+
+    def export_csv(self, path: str, *, records: Sequence[Record] | None = None,
+                   columns: Sequence[str] | None = None, where: Any = None,
+                   delimiter: str = ",", encoding: str = "utf-8") -> int:
+        """Write ``records`` (default: the rows matching ``where``) to a CSV
+        file, atomically (temporary file, fsync, rename).  Returns the row count."""
+        from dictdb_shm.persistence.csv_io import export_csv
+        return export_csv(self, path, records=records, columns=columns, where=where,
+                          delimiter=delimiter, encoding=encoding)
 
     # -------------------------------------------------------------- indexes
     def create_index(self, field: str, index_type: str = "hash") -> None:

@@ -267,7 +267,7 @@ def _records(path: str, header: list[str], rows: list[tuple[int, list[str]]],
     # schema, None where the schema does not allow it is an error (unless
     # validation is skipped).
     empty: list[Any] = []
-    for column, parse in zip(header, parsers):
+    for parse in parsers:
         if parse is None or parse is _to_str:
             empty.append("")
         elif parse is _to_bytes:
@@ -458,7 +458,7 @@ def export_csv(table: "Table | None", path: str | os.PathLike, *,
         if fd >= 0:
             os.close(fd)
         try:
-            pass
+            os.unlink(tmp)
         except OSError:
             pass
         raise
