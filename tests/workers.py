@@ -220,5 +220,19 @@ def index_queries(db: str, table: str) -> None:
     out("RESULT", json.dumps(res))
 
 
+def serve_steps(db: str) -> None:
+    """Run scenario steps sent on stdin (base64 pickles), one reply per step."""
+    import base64
+    import pickle
+    from tests_scenario import run_step
+    d = DictDB.attach(db)
+    out("READY")
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        step = pickle.loads(base64.b64decode(line))
+        out("RESULT", base64.b64encode(pickle.dumps(run_step(d, step))).decode())
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])
