@@ -11,14 +11,16 @@ Rules, in order of preference:
 1. ``pk == v`` / ``pk.is_in(vs)``: look the keys up.
 2. ``f == v`` / ``f.is_in(vs)`` on an indexed field (hash or sorted).
 3. ``<``, ``<=``, ``>``, ``>=``, ``between`` on a sorted-indexed field.
-4. Inside ``And``, the first condition the rules above accept (equality
-   before ranges); the rest of the ``And`` filters the candidates.
+4. Inside ``And``, the condition the rules above accept that reaches the
+   fewest records: equality before ranges, and among equalities the one the
+   ``estimate`` callback (index counts, from the store) says is smallest; the
+   rest of the ``And`` filters the candidates.
 5. Anything else scans.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from dictdb_shm.query import And, Compare, Predicate
 
@@ -36,21 +38,38 @@ class Plan(NamedTuple):
 SCAN = Plan("scan")
 
 
-def choose(node: Predicate | None, primary_key: str, indexes: dict[str, str]) -> Plan:
-    """The access path for ``node`` given ``indexes`` (``{field: "hash" | "sorted"}``)."""
+Estimate = Callable[[str, str, Any], "int | None"]
+
+
+def choose(node: Predicate | None, primary_key: str, indexes: dict[str, str],
+           estimate: Estimate | None = None) -> Plan:
+    """The access path for ``node`` given ``indexes`` (``{field: "hash" | "sorted"}``).
+
+    ``estimate(field, op, value)``, when given, counts the records an indexed
+    equality reaches, so that ``And`` can start from the smallest.
+    """
     if node is None:
         return SCAN
     if isinstance(node, Compare):
         return _for_compare(node, primary_key, indexes, RANGE_OPS | EQUALITY_OPS)
     if isinstance(node, And):
+        conds = [c for c in node.conds if isinstance(c, Compare)]
         for allowed in (EQUALITY_OPS, RANGE_OPS):
-            for cond in node.conds:
-                plan = choose(cond, primary_key, indexes) if isinstance(cond, And) else (
-                    _for_compare(cond, primary_key, indexes, allowed)
-                    if isinstance(cond, Compare) else SCAN)
-                if plan.kind != "scan":
-                    return plan
+            plans = [p for p in (_for_compare(c, primary_key, indexes, allowed) for c in conds)
+                     if p.kind != "scan"]
+            if plans:
+                return min(plans, key=lambda p: _cost(p, estimate))
     return SCAN
+
+
+def _cost(plan: Plan, estimate: Estimate | None) -> int:
+    if plan.kind == "pk":
+        return len(plan.value)
+    if estimate is not None and plan.field is not None:
+        n = estimate(plan.field, plan.op or "", plan.value)
+        if n is not None:
+            return n
+    return 1 << 62
 
 
 def _for_compare(node: Compare, primary_key: str, indexes: dict[str, str],

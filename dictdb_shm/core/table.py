@@ -250,8 +250,8 @@ class Table:
         pk_name = self.primary_key
 
         def run(s: TableStore) -> list[Record]:
-            plan = planner.choose(node, pk_name, s.indexes()) if node is not None \
-                else planner.SCAN
+            plan = planner.choose(node, pk_name, s.indexes(), s.index_estimate) \
+                if node is not None else planner.SCAN
             if plan.kind == "pk":
                 found = (s.lookup(k) for k in plan.value)
                 return [r for r in found if r is not None and pred(r)]

@@ -261,6 +261,16 @@ class Index:
             if not head:
                 return
 
+    def count_equal(self, values: Iterable[Any]) -> int | None:
+        """How many records hold one of ``values`` (None: not indexable)."""
+        hashes = set()
+        for v in values:
+            ident = identity(v)
+            if ident is None:
+                return None
+            hashes.add(ident[0])
+        return sum(self._find(vh)[2] for vh in hashes)
+
     def slots_equal(self, values: Iterable[Any]) -> list[int] | None:
         out: list[int] = []
         seen = set()

@@ -347,6 +347,14 @@ class TableStore:
         """Inside ``read`` or a lock: ``{field: "hash" | "sorted"}``."""
         return {f: IX.KIND_NAMES[ix.kind] for f, ix in self._indexes.items()}
 
+    def index_estimate(self, field: str, op: str, value: Any) -> int | None:
+        """Inside ``read``: how many records an equality (``eq``/``in``) on an
+        indexed field matches, from the index alone; None when unknown."""
+        ix = self._indexes.get(field)
+        if ix is None or op not in ("eq", "in"):
+            return None
+        return ix.count_equal((value,) if op == "eq" else value)
+
     def index_candidates(self, field: str, op: str, value: Any) -> list[dict] | None:
         """Inside ``read``: the records an index on ``field`` offers for
         ``field <op> value``, a superset of the matches; None when no index
