@@ -66,6 +66,8 @@ class Table:
         self._slot = entry.index
         self._lock = lock
         self._store = store
+        # The point read is the hottest call: skip a layer (same signature).
+        self.get = store.get  # type: ignore[method-assign]
 
     # --------------------------------------------------------------- fields
     def __getattr__(self, attr: str) -> Field:

@@ -322,11 +322,19 @@ class TableStore:
         return self._lookup(pkb, *R.key_hash(pk, pkb))
 
     def scan(self) -> Iterator[dict]:
-        """Inside ``read``: every live record, in the order they were last written."""
+        """Inside ``read``: every live record, in the order they were last written.
+
+        Without a lock, it gives up (raises _Retry, so ``read`` retries) as
+        soon as it sees a writer, rather than finishing a pass that the final
+        ``seq`` check would throw away.
+        """
         heap = self._heap
         end = self._heap_end
         off = 0
         unpackb = _unpackb
+        cat, seq_at = self._cat, self._base + L.STORE_SEQ
+        watch = not self._lock.held_by_me()
+        n = 0
         while off < end:
             total, blen, kind, flags, pklen = _RHEAD(heap, off)
             if total < 32:
@@ -334,6 +342,9 @@ class TableStore:
             if kind == _VALUE and not flags & R.SUPERSEDED:
                 start = off + 32 + pklen
                 yield unpackb(heap[start:start + blen], strict_map_key=False)
+                n += 1
+                if watch and not n & 4095 and _U64(cat, seq_at)[0] & 1:
+                    raise _Retry
             off += total
 
     def live_count(self) -> int:
