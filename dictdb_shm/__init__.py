@@ -17,7 +17,8 @@ from dictdb_shm.core.database import DictDB
 from dictdb_shm.core.table import Table
 from dictdb_shm.errors import (CoordinatorError, CorruptionError, DatabaseClosedError,
                                DatabaseFullError, DatabaseNotFoundError, DictDBError,
-                               DuplicateKeyError, DuplicateTableError, InvalidNameError,
+                               DuplicateKeyError, DuplicateTableError, InvalidArgumentError,
+                               InvalidNameError,
                                LockTimeoutError, LockUpgradeError, RecordNotFoundError,
                                RecordTooLargeError, SchemaValidationError, TableNotFoundError,
                                UnstorableValueError)
@@ -32,7 +33,8 @@ __all__ = [
     "Count", "Sum", "Avg", "Min", "Max",
     "DictDBError", "DuplicateKeyError", "DuplicateTableError", "RecordNotFoundError",
     "TableNotFoundError", "SchemaValidationError", "DatabaseNotFoundError",
-    "DatabaseClosedError", "DatabaseFullError", "InvalidNameError", "LockTimeoutError",
+    "DatabaseClosedError", "DatabaseFullError", "InvalidArgumentError", "InvalidNameError",
+    "LockTimeoutError",
     "LockUpgradeError", "UnstorableValueError", "RecordTooLargeError", "CoordinatorError",
     "CorruptionError",
 ]

@@ -64,6 +64,13 @@ class InvalidNameError(DictDBError, ValueError):
     hint = "use 1 to 48 characters from letters, digits, '_' and '-', starting with a letter or digit"
 
 
+class InvalidArgumentError(DictDBError, ValueError, TypeError):
+    """A call got an argument of the wrong type or value.  Also a ValueError
+    and a TypeError, so code written against DictDB's plain errors still works."""
+
+    hint = "see docs/usage.md for the forms each call accepts"
+
+
 class LockTimeoutError(DictDBError, TimeoutError):
     """A lock wait ran past its timeout.  ``holder_pid`` is the pid seen holding it."""
 

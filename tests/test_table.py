@@ -187,3 +187,17 @@ def test_write_calls_inside_write_lock(users):
             assert len(users.select()) == 5
     with users._lock.read_lock():
         assert users.count() == 5
+
+
+def test_argument_errors_are_dictdb_errors(users):
+    from dictdb_shm import DictDBError, InvalidArgumentError
+    for call in (lambda: users.insert("not a record"),
+                 lambda: users.upsert({"id": 1}, on_conflict="merge"),
+                 lambda: users.select(limit=-1),
+                 lambda: users.select(where="age > 3"),
+                 lambda: users.create_index("age", "btree"),
+                 lambda: users.select(order_by=5)):
+        with pytest.raises(InvalidArgumentError) as info:
+            call()
+        assert isinstance(info.value, DictDBError)
+        assert isinstance(info.value, (ValueError, TypeError))

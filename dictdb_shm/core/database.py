@@ -30,7 +30,7 @@ from dictdb_shm.core import schema as schemas
 from dictdb_shm.core.table import Table
 from dictdb_shm.engine.catalog import TableEntry
 from dictdb_shm.engine.store import TableStore
-from dictdb_shm.errors import DatabaseClosedError, TableNotFoundError
+from dictdb_shm.errors import DatabaseClosedError, InvalidArgumentError, TableNotFoundError
 from dictdb_shm.lock.rwlock import TableLock
 from dictdb_shm.procinfo import own_identity
 
@@ -130,7 +130,7 @@ class DictDB:
         when it exists."""
         names.check_table_name(table_name)
         if not isinstance(primary_key, str) or not primary_key:
-            raise ValueError("primary_key must be a non-empty field name")
+            raise InvalidArgumentError("primary_key must be a non-empty field name")
         self._attachment()
         meta = {"pk": primary_key, "schema": schemas.encode_schema(schema, primary_key)}
         client.request(self._name, "create_table", table_name, meta)

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from dictdb_shm.core import schema as schemas
 from dictdb_shm.core import planner
 from dictdb_shm.engine.store import DELETE, INSERT, PUT, TableStore
-from dictdb_shm.errors import DuplicateKeyError, RecordNotFoundError, SchemaValidationError
+from dictdb_shm.errors import (DuplicateKeyError, InvalidArgumentError, RecordNotFoundError,
+                               SchemaValidationError)
 from dictdb_shm.lock.rwlock import TableLock
 from dictdb_shm.query import (Aggregate, Compare, Field, aggregate_rows, as_predicate,
                               compile_predicate, shape_rows)
@@ -100,7 +101,7 @@ class Table:
             return self._insert([record], skip_validation)[0]
         if isinstance(record, (list, tuple)):
             return self._insert(record, skip_validation)
-        raise TypeError(f"insert takes a dict or a list of dicts, not {type(record).__name__}")
+        raise InvalidArgumentError(f"insert takes a dict or a list of dicts, not {type(record).__name__}")
 
     def _insert_one(self, record: Record, skip_validation: bool) -> Any:
         """insert() of one plain dict: the single-row hot path."""
@@ -127,7 +128,7 @@ class Table:
         pk_name, schema, name = self.primary_key, self._schema, self.table_name
         for r in records:
             if type(r) is not dict and not isinstance(r, Mapping):
-                raise TypeError(f"insert takes dicts, got {type(r).__name__}")
+                raise InvalidArgumentError(f"insert takes dicts, got {type(r).__name__}")
         with self._lock.write_lock():
             next_pk = None
             pks: list[Any] = []
@@ -165,7 +166,7 @@ class Table:
         ``"update"`` merges its fields into the stored record, ``"ignore"``
         keeps the stored one, ``"error"`` raises DuplicateKeyError."""
         if on_conflict not in _ON_CONFLICT:
-            raise ValueError(f"on_conflict must be one of {_ON_CONFLICT}, not {on_conflict!r}")
+            raise InvalidArgumentError(f"on_conflict must be one of {_ON_CONFLICT}, not {on_conflict!r}")
         pk = record.get(self.primary_key, _MISSING)
         if pk is _MISSING:
             return self.insert(record), "inserted"
@@ -187,7 +188,7 @@ class Table:
         """Apply ``changes`` to every record matching ``where`` (all records
         when None), all or nothing.  RecordNotFoundError when none match."""
         if not isinstance(changes, Mapping):
-            raise TypeError("update takes a dict of field -> new value")
+            raise InvalidArgumentError("update takes a dict of field -> new value")
         pk_name = self.primary_key
         with self._lock.write_lock():
             matches = self._matching(where)
@@ -319,7 +320,7 @@ class Table:
         ``between``.  The index lives in shared memory and changes atomically
         with the data.  Creating an existing index does nothing."""
         if not isinstance(field, str) or not field:
-            raise ValueError("create_index needs a field name")
+            raise InvalidArgumentError("create_index needs a field name")
         with self._lock.write_lock():
             self._store.create_index(field, index_type)
 

@@ -61,7 +61,8 @@ from dictdb_shm.engine import layout as L
 from dictdb_shm.engine import records as R
 from dictdb_shm.engine.segment import Segment, unlink
 from dictdb_shm.errors import (CorruptionError, DictDBError, DuplicateKeyError,
-                               InvalidNameError, RecordNotFoundError, TableNotFoundError)
+                               InvalidArgumentError, InvalidNameError, RecordNotFoundError,
+                               TableNotFoundError)
 
 if TYPE_CHECKING:
     from dictdb_shm.lock.rwlock import TableLock
@@ -414,7 +415,7 @@ class TableStore:
         """Under the write lock: index ``field``; False when it already is."""
         self._check_table()
         if kind not in IX.KINDS:
-            raise ValueError(f"index_type must be 'hash' or 'sorted', not {kind!r}")
+            raise InvalidArgumentError(f"index_type must be 'hash' or 'sorted', not {kind!r}")
         if field in self._indexes:
             return False
         if len(field.encode("utf-8")) > IX.MAX_FIELD_BYTES:

@@ -79,7 +79,7 @@ import secrets
 import stat
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from dictdb_shm.errors import DuplicateTableError, SchemaValidationError
+from dictdb_shm.errors import DuplicateTableError, InvalidArgumentError, SchemaValidationError
 
 if TYPE_CHECKING:
     from dictdb_shm.core.database import DictDB
@@ -366,11 +366,11 @@ def _cell(value: Any, column: str, row: int) -> str:
         try:
             return json.dumps(value, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"row {row}, column {column!r}: {type(value).__name__} value "
+            raise InvalidArgumentError(f"row {row}, column {column!r}: {type(value).__name__} value "
                             f"cannot be written as JSON: {exc}") from None
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
-    raise TypeError(f"row {row}, column {column!r}: cannot write a {type(value).__name__} "
+    raise InvalidArgumentError(f"row {row}, column {column!r}: cannot write a {type(value).__name__} "
                     f"({value!r}) to CSV; convert it to str, a number or JSON-able data first")
 
 
@@ -415,22 +415,22 @@ def export_csv(table: "Table | None", path: str | os.PathLike, *,
     """
     if records is None:
         if table is None:
-            raise ValueError("export_csv needs a table or records=")
+            raise InvalidArgumentError("export_csv needs a table or records=")
         rows: list[Mapping[str, Any]] = table.select(where=where)
     elif where is not None:
-        raise ValueError("pass records= or where=, not both (filter the records yourself)")
+        raise InvalidArgumentError("pass records= or where=, not both (filter the records yourself)")
     else:
         rows = list(records)
         for i, r in enumerate(rows):
             if not isinstance(r, Mapping):
-                raise TypeError(f"records[{i}] is a {type(r).__name__}, not a dict")
+                raise InvalidArgumentError(f"records[{i}] is a {type(r).__name__}, not a dict")
     if columns is not None:
         if isinstance(columns, str):
-            raise TypeError("columns must be a list of field names, not one str")
+            raise InvalidArgumentError("columns must be a list of field names, not one str")
         header = list(columns)
         dupes = sorted({c for c in header if header.count(c) > 1})
         if dupes:
-            raise ValueError(f"columns repeats {dupes}")
+            raise InvalidArgumentError(f"columns repeats {dupes}")
     else:
         header = _header(table, rows)
 

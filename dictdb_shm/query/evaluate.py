@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+from dictdb_shm.errors import InvalidArgumentError
 from dictdb_shm.query.expr import And, Compare, Condition, Not, Or, Predicate, as_predicate
 
 __all__ = ["Matcher", "compile_predicate", "referenced_fields", "like_prefix"]
@@ -65,7 +66,7 @@ def _compile(node: Predicate) -> Matcher:
     if isinstance(node, Not):
         inner = _compile(node.cond)
         return lambda r: not inner(r)
-    raise TypeError(f"cannot compile {type(node).__name__} ({node!r})")
+    raise InvalidArgumentError(f"cannot compile {type(node).__name__} ({node!r})")
 
 
 # --- ordering of sub-conditions ------------------------------------------------

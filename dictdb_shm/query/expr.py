@@ -41,6 +41,8 @@ import copy
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
+from dictdb_shm.errors import InvalidArgumentError
+
 __all__ = [
     "OPS",
     "COMPARISON_OPS",
@@ -100,7 +102,7 @@ def _freeze(value: Any) -> Any:
 
 def _reject_query_object(value: Any, what: str) -> None:
     if isinstance(value, (Field, Predicate, Condition)):
-        raise TypeError(f"{what} must be a constant, not {type(value).__name__} "
+        raise InvalidArgumentError(f"{what} must be a constant, not {type(value).__name__} "
                         f"({value!r}); comparing two fields is not supported")
 
 
@@ -108,11 +110,11 @@ def _normalize_value(op: str, value: Any) -> Any:
     """Check and canonicalise *value* for *op* so equal queries have equal keys."""
     if op in ("is_null", "is_not_null"):
         if value is not None:
-            raise ValueError(f"{op} takes no value, got {value!r}")
+            raise InvalidArgumentError(f"{op} takes no value, got {value!r}")
         return None
     if op == "in":
         if isinstance(value, (str, bytes, bytearray, dict)) or not isinstance(value, Iterable):
-            raise TypeError(f"is_in() expects a list, tuple or set of values, "
+            raise InvalidArgumentError(f"is_in() expects a list, tuple or set of values, "
                             f"got {type(value).__name__}")
         values = list(value)
         for v in values:
@@ -127,7 +129,7 @@ def _normalize_value(op: str, value: Any) -> Any:
         return tuple(copy.deepcopy(values))
     if op == "between":
         if not isinstance(value, (tuple, list)) or len(value) != 2:
-            raise TypeError(f"between expects a (lo, hi) pair, got {value!r}")
+            raise InvalidArgumentError(f"between expects a (lo, hi) pair, got {value!r}")
         lo, hi = value
         _reject_query_object(lo, "between()'s low bound")
         _reject_query_object(hi, "between()'s high bound")
@@ -136,22 +138,22 @@ def _normalize_value(op: str, value: Any) -> Any:
         if isinstance(value, str):
             value = (value, None)
         if not isinstance(value, (tuple, list)) or len(value) != 2:
-            raise TypeError(f"{op} expects a pattern str, got {value!r}")
+            raise InvalidArgumentError(f"{op} expects a pattern str, got {value!r}")
         pattern, escape = value
         if not isinstance(pattern, str):
-            raise TypeError(f"{op}() pattern must be a str, got {type(pattern).__name__}")
+            raise InvalidArgumentError(f"{op}() pattern must be a str, got {type(pattern).__name__}")
         if escape is not None:
             if not isinstance(escape, str) or len(escape) != 1:
-                raise ValueError(f"{op}() escape must be a single character, got {escape!r}")
+                raise InvalidArgumentError(f"{op}() escape must be a single character, got {escape!r}")
             if escape in "%_":
-                raise ValueError(f"{op}() escape cannot be a wildcard character ({escape!r})")
+                raise InvalidArgumentError(f"{op}() escape cannot be a wildcard character ({escape!r})")
             if _ends_with_lone_escape(pattern, escape):
-                raise ValueError(f"{op}() pattern {pattern!r} ends with the escape "
+                raise InvalidArgumentError(f"{op}() pattern {pattern!r} ends with the escape "
                                  f"character {escape!r}, which escapes nothing")
         return (pattern, escape)
     if op in _STR_OPS:
         if not isinstance(value, str):
-            raise TypeError(f"{op}() expects a str, got {type(value).__name__}")
+            raise InvalidArgumentError(f"{op}() expects a str, got {type(value).__name__}")
         return value
     _reject_query_object(value, "the compared value")
     if isinstance(value, (list, dict)):
@@ -250,9 +252,9 @@ class Compare(Predicate):
 
     def __init__(self, field: str, op: str, value: Any = None) -> None:
         if not isinstance(field, str):
-            raise TypeError(f"field name must be a str, got {type(field).__name__}")
+            raise InvalidArgumentError(f"field name must be a str, got {type(field).__name__}")
         if op not in OPS:
-            raise ValueError(f"unknown operator {op!r}; expected one of {sorted(OPS)}")
+            raise InvalidArgumentError(f"unknown operator {op!r}; expected one of {sorted(OPS)}")
         object.__setattr__(self, "field", field)
         object.__setattr__(self, "op", op)
         object.__setattr__(self, "value", _normalize_value(op, value))
@@ -297,7 +299,7 @@ def _unwrap(cond: Any, who: str) -> Predicate:
         return cond.expr
     if isinstance(cond, Predicate):
         return cond
-    raise TypeError(f"{who}() takes conditions built from table fields "
+    raise InvalidArgumentError(f"{who}() takes conditions built from table fields "
                     f"(e.g. t.age >= 18), got {_describe(cond)}")
 
 
@@ -458,7 +460,7 @@ class Field:
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str):
-            raise TypeError(f"field name must be a str, got {type(name).__name__}")
+            raise InvalidArgumentError(f"field name must be a str, got {type(name).__name__}")
         object.__setattr__(self, "name", name)
 
     def __setattr__(self, name: str, value: Any) -> NoReturn:
@@ -542,7 +544,7 @@ class Field:
     # `t.age >= 18 & t.ok == 1` parses as `t.age >= (18 & t.ok) == 1`; Python's
     # own message for that says nothing useful, so say what to do.
     def _no_logic(self, *_: Any) -> NoReturn:
-        raise TypeError(f"a field is not a condition: {_PAREN_HINT}")
+        raise InvalidArgumentError(f"a field is not a condition: {_PAREN_HINT}")
 
     __and__ = __rand__ = __or__ = __ror__ = __invert__ = _no_logic
 
@@ -570,7 +572,7 @@ def as_predicate(where: Any) -> Predicate | None:
     if isinstance(where, Condition):
         return where.expr
     if isinstance(where, Field):
-        raise TypeError(f"where= got the bare field {where.name!r}; compare it, e.g. "
+        raise InvalidArgumentError(f"where= got the bare field {where.name!r}; compare it, e.g. "
                         f"where=(t.{where.name} == True) or t.{where.name}.is_not_null()")
-    raise TypeError(f"where= takes a condition built from table fields, e.g. "
+    raise InvalidArgumentError(f"where= takes a condition built from table fields, e.g. "
                     f"where=(t.age >= 18), or None; got {_describe(where)}")

@@ -37,6 +37,8 @@ from itertools import islice
 from operator import itemgetter
 from typing import Any, Callable, Union
 
+from dictdb_shm.errors import InvalidArgumentError
+
 __all__ = [
     "OrderBy",
     "Columns",
@@ -64,16 +66,16 @@ def parse_order_by(order_by: OrderBy) -> list[tuple[str, bool]]:
     elif isinstance(order_by, (list, tuple)):
         items = order_by
     else:
-        raise TypeError(f"order_by takes a field name, '-name' for descending, or a list "
+        raise InvalidArgumentError(f"order_by takes a field name, '-name' for descending, or a list "
                         f"of those; got {type(order_by).__name__}")
     specs = []
     for item in items:
         if not isinstance(item, str):
-            raise TypeError(f"order_by entries must be field names (str), got {item!r}")
+            raise InvalidArgumentError(f"order_by entries must be field names (str), got {item!r}")
         desc = item.startswith("-")
         name = item[1:] if item[:1] in ("-", "+") else item
         if not name:
-            raise ValueError(f"order_by entry {item!r} names no field")
+            raise InvalidArgumentError(f"order_by entry {item!r} names no field")
         specs.append((name, desc))
     return specs
 
@@ -193,17 +195,17 @@ def _column_pairs(columns: Columns) -> list[tuple[str, str]] | None:
             elif isinstance(item, (tuple, list)) and len(item) == 2:
                 pairs.append((item[0], item[1]))
             else:
-                raise TypeError(f"columns entries must be field names or (alias, field) "
+                raise InvalidArgumentError(f"columns entries must be field names or (alias, field) "
                                 f"pairs, got {item!r}")
     else:
-        raise TypeError(f"columns takes a list of field names or a dict alias -> field, "
+        raise InvalidArgumentError(f"columns takes a list of field names or a dict alias -> field, "
                         f"got {type(columns).__name__}")
     seen: set[str] = set()
     for alias, field in pairs:
         if not isinstance(alias, str) or not isinstance(field, str):
-            raise TypeError(f"column alias and field must be str, got {(alias, field)!r}")
+            raise InvalidArgumentError(f"column alias and field must be str, got {(alias, field)!r}")
         if alias in seen:
-            raise ValueError(f"column {alias!r} appears twice in columns")
+            raise InvalidArgumentError(f"column {alias!r} appears twice in columns")
         seen.add(alias)
     return pairs
 
@@ -283,14 +285,14 @@ def _check_paging(limit: int | None, offset: int | None) -> int:
     if offset is None:
         offset = 0
     if isinstance(offset, bool) or not isinstance(offset, int):
-        raise TypeError(f"offset must be an int, got {type(offset).__name__}")
+        raise InvalidArgumentError(f"offset must be an int, got {type(offset).__name__}")
     if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
+        raise InvalidArgumentError(f"offset must be >= 0, got {offset}")
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int):
-            raise TypeError(f"limit must be an int or None, got {type(limit).__name__}")
+            raise InvalidArgumentError(f"limit must be an int or None, got {type(limit).__name__}")
         if limit < 0:
-            raise ValueError(f"limit must be >= 0 or None, got {limit}")
+            raise InvalidArgumentError(f"limit must be >= 0 or None, got {limit}")
     return offset
 
 
