@@ -61,7 +61,8 @@ class DatabaseClosedError(DictDBError):
 
 
 class InvalidNameError(DictDBError, ValueError):
-    hint = "use 1 to 48 characters from letters, digits, '_' and '-', starting with a letter or digit"
+    hint = ("use 1 to 48 characters from letters, digits, '_' and '-', starting with a "
+            "letter or digit")
 
 
 class InvalidArgumentError(DictDBError, ValueError, TypeError):

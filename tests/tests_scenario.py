@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dictdb_shm import And, Avg, Count, Max, Min, Not, Or, Sum
+from dictdb_shm import Avg, Count, Max, Min, Not, Or, Sum
 from dictdb_shm.query import Field
 
 age, name, city, score, tags = (Field(f) for f in ("age", "name", "city", "score", "tags"))

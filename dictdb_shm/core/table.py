@@ -101,7 +101,8 @@ class Table:
             return self._insert([record], skip_validation)[0]
         if isinstance(record, (list, tuple)):
             return self._insert(record, skip_validation)
-        raise InvalidArgumentError(f"insert takes a dict or a list of dicts, not {type(record).__name__}")
+        raise InvalidArgumentError(
+            f"insert takes a dict or a list of dicts, not {type(record).__name__}")
 
     def _insert_one(self, record: Record, skip_validation: bool) -> Any:
         """insert() of one plain dict: the single-row hot path."""
@@ -166,7 +167,8 @@ class Table:
         ``"update"`` merges its fields into the stored record, ``"ignore"``
         keeps the stored one, ``"error"`` raises DuplicateKeyError."""
         if on_conflict not in _ON_CONFLICT:
-            raise InvalidArgumentError(f"on_conflict must be one of {_ON_CONFLICT}, not {on_conflict!r}")
+            raise InvalidArgumentError(
+                f"on_conflict must be one of {_ON_CONFLICT}, not {on_conflict!r}")
         pk = record.get(self.primary_key, _MISSING)
         if pk is _MISSING:
             return self.insert(record), "inserted"
@@ -193,7 +195,8 @@ class Table:
         with self._lock.write_lock():
             matches = self._matching(where)
             if not matches:
-                raise RecordNotFoundError(f"no record of table {self.table_name!r} matches {where!r}")
+                raise RecordNotFoundError(
+                    f"no record of table {self.table_name!r} matches {where!r}")
             batch = []
             for r in matches:
                 pk = r[pk_name]
@@ -215,7 +218,8 @@ class Table:
         with self._lock.write_lock():
             matches = self._matching(where)
             if not matches:
-                raise RecordNotFoundError(f"no record of table {self.table_name!r} matches {where!r}")
+                raise RecordNotFoundError(
+                    f"no record of table {self.table_name!r} matches {where!r}")
             self._store.apply([(r[pk_name], None, DELETE) for r in matches])
         return len(matches)
 

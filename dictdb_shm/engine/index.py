@@ -89,7 +89,8 @@ def identity(value: Any) -> tuple[int, bytes] | None:
     t = type(value)
     if t is str:
         b = value.encode("utf-8", "surrogatepass")
-        return (_mix((crc32(b) << 32) | adler32(b), 0x5354), bytes([TAG_STR]) + b[:15].ljust(15, b"\0"))
+        return (_mix((crc32(b) << 32) | adler32(b), 0x5354),
+                bytes([TAG_STR]) + b[:15].ljust(15, b"\0"))
     if t is int or t is bool or t is float:
         f = float(value) if t is not int else None
         if t is float:

@@ -34,9 +34,9 @@ the top bits of the hash: ``hash >> (64 - log2(cap))``.
 
 Key hash: ``(k * 0x9E3779B97F4A7C15) mod 2**64`` (Fibonacci hashing), where
 ``k`` is the integer itself (mod 2**64) for an int key in [-2**63, 2**63) and
-CRC-32 of the msgpack bytes otherwise.  Python's ``hash()`` of str differs between processes, so it is
-never used.  Keys compare by their msgpack bytes: ``1`` and ``True`` are
-different keys here, unlike in a Python dict.
+CRC-32 of the msgpack bytes otherwise.  Python's ``hash()`` of str differs
+between processes, so it is never used.  Keys compare by their msgpack
+bytes: ``1`` and ``True`` are different keys here, unlike in a Python dict.
 """
 
 from __future__ import annotations

@@ -366,11 +366,13 @@ def _cell(value: Any, column: str, row: int) -> str:
         try:
             return json.dumps(value, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
-            raise InvalidArgumentError(f"row {row}, column {column!r}: {type(value).__name__} value "
+            raise InvalidArgumentError(
+                f"row {row}, column {column!r}: {type(value).__name__} value "
                             f"cannot be written as JSON: {exc}") from None
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
-    raise InvalidArgumentError(f"row {row}, column {column!r}: cannot write a {type(value).__name__} "
+    raise InvalidArgumentError(
+        f"row {row}, column {column!r}: cannot write a {type(value).__name__} "
                     f"({value!r}) to CSV; convert it to str, a number or JSON-able data first")
 
 
@@ -418,7 +420,8 @@ def export_csv(table: "Table | None", path: str | os.PathLike, *,
             raise InvalidArgumentError("export_csv needs a table or records=")
         rows: list[Mapping[str, Any]] = table.select(where=where)
     elif where is not None:
-        raise InvalidArgumentError("pass records= or where=, not both (filter the records yourself)")
+        raise InvalidArgumentError(
+            "pass records= or where=, not both (filter the records yourself)")
     else:
         rows = list(records)
         for i, r in enumerate(rows):

@@ -141,12 +141,15 @@ def _normalize_value(op: str, value: Any) -> Any:
             raise InvalidArgumentError(f"{op} expects a pattern str, got {value!r}")
         pattern, escape = value
         if not isinstance(pattern, str):
-            raise InvalidArgumentError(f"{op}() pattern must be a str, got {type(pattern).__name__}")
+            raise InvalidArgumentError(
+                f"{op}() pattern must be a str, got {type(pattern).__name__}")
         if escape is not None:
             if not isinstance(escape, str) or len(escape) != 1:
-                raise InvalidArgumentError(f"{op}() escape must be a single character, got {escape!r}")
+                raise InvalidArgumentError(
+                    f"{op}() escape must be a single character, got {escape!r}")
             if escape in "%_":
-                raise InvalidArgumentError(f"{op}() escape cannot be a wildcard character ({escape!r})")
+                raise InvalidArgumentError(
+                    f"{op}() escape cannot be a wildcard character ({escape!r})")
             if _ends_with_lone_escape(pattern, escape):
                 raise InvalidArgumentError(f"{op}() pattern {pattern!r} ends with the escape "
                                  f"character {escape!r}, which escapes nothing")

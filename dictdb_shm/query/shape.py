@@ -66,7 +66,8 @@ def parse_order_by(order_by: OrderBy) -> list[tuple[str, bool]]:
     elif isinstance(order_by, (list, tuple)):
         items = order_by
     else:
-        raise InvalidArgumentError(f"order_by takes a field name, '-name' for descending, or a list "
+        raise InvalidArgumentError(
+            f"order_by takes a field name, '-name' for descending, or a list "
                         f"of those; got {type(order_by).__name__}")
     specs = []
     for item in items:
@@ -203,7 +204,8 @@ def _column_pairs(columns: Columns) -> list[tuple[str, str]] | None:
     seen: set[str] = set()
     for alias, field in pairs:
         if not isinstance(alias, str) or not isinstance(field, str):
-            raise InvalidArgumentError(f"column alias and field must be str, got {(alias, field)!r}")
+            raise InvalidArgumentError(
+                f"column alias and field must be str, got {(alias, field)!r}")
         if alias in seen:
             raise InvalidArgumentError(f"column {alias!r} appears twice in columns")
         seen.add(alias)
