@@ -136,3 +136,14 @@ def test_forked_child_holds_nothing(t):
         assert time.monotonic() < deadline, "forked writer hung"
         time.sleep(0.01)
     assert os.waitstatus_to_exitcode(status) == 0 and t.get(2) == {"id": 2}
+
+
+def test_reads_while_this_thread_writes_take_the_locked_path(t):
+    """Inside write_lock() the table's seq is odd, so reads take the locked
+    path; they must answer exactly like the lock-free one."""
+    t.insert([{"id": i, "v": i} for i in range(10)])
+    outside = (t.get(3), t.get([1]), t.get("x", "dflt"), t.select(where=t.v > 7), t.count())
+    with t._lock.write_lock():
+        inside = (t.get(3), t.get([1]), t.get("x", "dflt"), t.select(where=t.v > 7), t.count())
+    assert inside == outside == ({"id": 3, "v": 3}, None, "dflt",
+                                 [{"id": 8, "v": 8}, {"id": 9, "v": 9}], 10)

@@ -256,7 +256,7 @@ class TableStore:
                 found = _Retry
             if _U64(cat, base)[0] == seq and found is not _Retry:
                 return default if found is None else found
-        key = R.encode_key(pk)
+        key = R._packb(pk) if pkb is None else pkb
         with self._lock.read_lock():
             self._check_table()
             found = self._lookup(key, *R.key_hash(pk, key))
