@@ -65,6 +65,7 @@ class Table:
         self.primary_key = entry.meta["pk"]
         self._schema = schemas.decode_schema(entry.meta.get("schema"))
         self._slot = entry.index
+        self._fields: dict[str, Field] = {}
         self._lock = lock
         self._store = store
         # The point read is the hottest call: skip a layer (same signature).
@@ -72,12 +73,20 @@ class Table:
 
     # --------------------------------------------------------------- fields
     def __getattr__(self, attr: str) -> Field:
+        # Only names that are no attribute or method get here.  Keeping the
+        # Field in the instance dict makes the next ``t.attr`` a plain lookup.
         if attr.startswith("_"):
             raise AttributeError(attr)
-        return Field(attr)
+        field = self.__dict__[attr] = self[attr]
+        return field
 
     def __getitem__(self, field: str) -> Field:
-        return Field(field)
+        # Fields are immutable, so one per name serves every query.
+        try:
+            return self._fields[field]
+        except KeyError:
+            f = self._fields[field] = Field(field)
+            return f
 
     def __reduce__(self) -> tuple:
         return (_reopen_table, (self._db.name, self.table_name))

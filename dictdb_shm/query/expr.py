@@ -106,8 +106,13 @@ def _reject_query_object(value: Any, what: str) -> None:
                         f"({value!r}); comparing two fields is not supported")
 
 
+_SCALARS = frozenset({int, float, str, bool, bytes, type(None)})
+
+
 def _normalize_value(op: str, value: Any) -> Any:
     """Check and canonicalise *value* for *op* so equal queries have equal keys."""
+    if type(value) in _SCALARS and op in COMPARISON_OPS:
+        return value          # the common case, decided without the checks below
     if op in ("is_null", "is_not_null"):
         if value is not None:
             raise InvalidArgumentError(f"{op} takes no value, got {value!r}")
@@ -186,14 +191,23 @@ class Predicate:
     __slots__ = ("_key",)
 
     def key(self) -> tuple:
-        """A hashable tuple that is equal for structurally equal queries."""
-        return self._key
+        """A hashable tuple that is equal for structurally equal queries.
+
+        Computed on first use: most queries are built, run once and dropped,
+        and never hashed or compared.
+        """
+        try:
+            return self._key
+        except AttributeError:
+            key = self._make_key()
+            object.__setattr__(self, "_key", key)
+            return key
 
     def _make_key(self) -> tuple:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _init_key(self) -> None:
-        object.__setattr__(self, "_key", self._make_key())
+        """Kept for subclasses' constructors; the key itself is made lazily."""
 
     def __setattr__(self, name: str, value: Any) -> NoReturn:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -206,13 +220,13 @@ class Predicate:
         # Field.__eq__, which builds a node instead of answering.
         if not isinstance(other, Predicate):
             return False
-        return self._key == other._key
+        return self.key() == other.key()
 
     def __ne__(self, other: object) -> bool:
         return not self.__eq__(other)
 
     def __hash__(self) -> int:
-        return hash(self._key)
+        return hash(self.key())
 
     def __bool__(self) -> NoReturn:
         raise TypeError(_BOOL_HINT)
