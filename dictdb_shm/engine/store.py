@@ -520,9 +520,67 @@ class TableStore:
             raise
 
     def _ensure_room(self, nbytes: int, nkeys: int) -> None:
+        """Make room for a write of ``nbytes`` and ``nkeys`` new keys.
+
+        A heap or directory with much dead weight is compacted (``_rebuild``);
+        otherwise it grows by the cheapest means: the heap by one copy of its
+        bytes (offsets do not move, so the directory and indexes stay valid),
+        the directory by rehashing its own entries.
+        """
         d = self._desc
-        if d.heap_end + nbytes > d.heap_cap or d.dir_used + nkeys > d.dir_cap * MAX_LOAD:
+        heap_full = d.heap_end + nbytes > d.heap_cap
+        dir_full = d.dir_used + nkeys > d.dir_cap * MAX_LOAD
+        if not heap_full and not dir_full:
+            return
+        if not d.heap_seg or d.garbage * 4 > d.heap_end or (d.dir_used - d.live) * 4 > d.live:
             self._rebuild(nbytes, nkeys)
+            return
+        if heap_full:
+            self._grow_heap(nbytes)
+        if dir_full:
+            self._grow_directory(nkeys)
+
+    def _grow_heap(self, nbytes: int) -> None:
+        d = self._desc
+        seg = d.next_seg
+        cap = _pow2_at_least(2 * (d.heap_end + nbytes))
+        new = Segment.create(names.heap_segment(self.db, self.uid, seg), cap, replace=True)
+        new.buf[:d.heap_end] = self._heap[:d.heap_end]
+        self._heap, self._heap_id = new.buf, seg
+        self._publish(d._replace(heap_seg=seg, heap_cap=cap, next_seg=seg + 1))
+        unlink(names.heap_segment(self.db, self.uid, d.heap_seg))
+
+    def _grow_directory(self, nkeys: int) -> None:
+        """Rehash the directory into one with room for ``nkeys`` more keys.
+        Slots move, so the index segment is rebuilt along with it."""
+        d = self._desc
+        seg = d.next_seg
+        cap = _pow2_at_least(2 * (d.dir_used + nkeys))
+        new = Segment.create(names.directory_segment(self.db, self.uid, seg),
+                             cap * R.ENTRY_SIZE, replace=True)
+        try:
+            src, dst = self._dir, new.buf
+            shift, mask = 64 - (cap.bit_length() - 1), cap - 1
+            used = 0
+            for h, eo in R.ENTRY.iter_unpack(src):
+                if eo == 0 or eo == _TOMB:
+                    continue
+                i = h >> shift
+                while _ENTRY(dst, i << 4)[1]:
+                    i = (i + 1) & mask
+                _ENTRY_PUT(dst, i << 4, h, eo)
+                used += 1
+            index = self._build_index_segment(self._index_defs(), seg, dst, cap, self._heap)
+        except BaseException:
+            unlink(new.name)
+            raise
+        self._dir, self._dir_id = new.buf, seg
+        self._adopt_indexes(index, seg, cap)
+        self._publish(d._replace(dir_seg=seg, dir_cap=cap, dir_used=used, next_seg=seg + 1,
+                                 index_seg=seg if index else 0))
+        unlink(names.directory_segment(self.db, self.uid, d.dir_seg))
+        if d.index_seg:
+            unlink(names.index_segment(self.db, self.uid, d.index_seg))
 
     def _append(self, batch: list, nbytes: int) -> None:
         cat, base = self._cat, self._base
@@ -596,8 +654,8 @@ class TableStore:
             else:
                 garbage += total
             off += total
-        new = desc._replace(heap_end=off, dir_used=used, live=live, next_pk=next_pk,
-                            garbage=garbage, live_bytes=live_bytes)
+        new = Descriptor(desc.heap_seg, desc.heap_cap, off, desc.dir_seg, desc.dir_cap, used,
+                         live, next_pk, garbage, desc.next_seg, live_bytes, desc.index_seg)
         if not indexed:
             self._publish(new)
             return

@@ -107,6 +107,7 @@ class TableLock:
         self._owner: int | None = None
         self._depth = 0
         self._tls = threading.local()
+        self._me = own_identity()
 
     # ------------------------------------------------------------ public API
     @contextmanager
@@ -139,15 +140,16 @@ class TableLock:
             return
         if getattr(self._tls, "depth", 0):
             raise LockUpgradeError(f"this thread holds a read lock on table {self.table!r}")
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        took_over = self._acquire_w(deadline)
+        took_over = self._acquire_w(timeout)
         try:
             seq = _U64.unpack_from(self._cat, self._seq_at)[0]
             if not seq & 1:
                 _U64.pack_into(self._cat, self._seq_at, seq + 1)
             if took_over and self.recover is not None:
                 self.recover()
-            self._wait_for_readers(deadline)
+            if _U64.unpack_from(self._cat, self._lbase + L.LOCK_READER_HWM)[0]:
+                deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+                self._wait_for_readers(deadline)
         except BaseException:
             self._end_write()
             raise
@@ -172,8 +174,6 @@ class TableLock:
 
     def _wait_for_readers(self, deadline: float) -> None:
         cat, base = self._cat, self._lbase
-        if not _U64.unpack_from(cat, base + L.LOCK_READER_HWM)[0]:
-            return
         if not any(_FLAGS.unpack_from(cat, base + L.LOCK_READER_FLAGS)):
             return
         _U64.pack_into(cat, base + L.LOCK_WRITER_WAITING, 1)
@@ -207,7 +207,7 @@ class TableLock:
             return
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
-            took_over = self._acquire_w(deadline)
+            took_over = self._acquire_w(max(0.0, deadline - time.monotonic()))
             try:
                 if took_over:
                     if self.recover is not None:
@@ -254,7 +254,7 @@ class TableLock:
             if 0 not in flags:
                 return -1
             i = flags.index(0)
-        pid, ticks = own_identity()
+        pid, ticks = self._me
         _U64.pack_into(cat, base + L.LOCK_READER_PIDS + 8 * i, pid)
         _U64.pack_into(cat, base + L.LOCK_READER_TICKS + 8 * i, ticks)
         _U64.pack_into(cat, base + L.LOCK_READER_FLAGS + 8 * i, 1)
@@ -285,17 +285,19 @@ class TableLock:
         return None
 
     # ------------------------------------------------------------ W and repair
-    def _acquire_w(self, deadline: float) -> bool:
-        """Take W, recording ourselves as holder.  True when taken over from a
-        dead holder (the caller must then run the store's undo)."""
+    def _acquire_w(self, timeout: float | None) -> bool:
+        """Take W within ``timeout`` seconds (None: the lock's own), recording
+        ourselves as holder.  True when taken over from a dead holder (the
+        caller must then run the store's undo)."""
         took_over = False
         try:
             self._w.acquire(0)
         except posix_ipc.BusyError:
+            deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
             took_over = self._wait_w(deadline)
         if not took_over:
             epoch = _HOLDER.unpack_from(self._cat, self._lbase)[2]
-            pid, ticks = own_identity()
+            pid, ticks = self._me
             _HOLDER.pack_into(self._cat, self._lbase, pid, ticks, epoch + 1)
         return took_over
 
@@ -333,7 +335,7 @@ class TableLock:
                     return False
                 if self._w.value != 0:
                     return False
-                me, my_ticks = own_identity()
+                me, my_ticks = self._me
                 _HOLDER.pack_into(self._cat, self._lbase, me, my_ticks, epoch + 1)
                 return True
             finally:
