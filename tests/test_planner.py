@@ -21,7 +21,7 @@ def test_indexes_by_kind():
     assert choose(a > 1, "id", IDX) == SCAN                    # hash: no ranges
     assert choose(b.between(1, 5), "id", IDX) == Plan("index", "b", "between", (1, 5))
     assert choose(b <= 2, "id", IDX) == Plan("index", "b", "le", 2)
-    assert choose(c == 1, "id", IDX) == SCAN
+    assert choose(c == 1, "id", IDX).kind == "search"      # no index: byte search
     assert choose(None, "id", IDX) == SCAN
 
 
@@ -38,3 +38,13 @@ def test_and_prefers_keys_then_smallest_equality_then_ranges():
 def test_or_and_not_scan():
     assert choose((a == 1) | (a == 2), "id", IDX) == SCAN
     assert choose(~(a == 1), "id", IDX) == SCAN
+
+
+def test_string_equalities_without_index_are_searched():
+    assert choose(c == "x", "id", IDX) == Plan("search", "c", "eq", "x")
+    assert choose((c > 1) & (c.is_in(["x", b"y"])), "id", IDX) == \
+        Plan("search", "c", "in", ("x", b"y"))
+    assert choose(c == 5, "id", IDX) == Plan("search", "c", "eq", 5)
+    assert choose(c.is_in(["x", [5]]), "id", IDX) == SCAN   # lists compare element-wise
+    assert choose(c == float("nan"), "id", IDX) == SCAN
+    assert choose((a == "k") & (c == "x"), "id", IDX).kind == "index"

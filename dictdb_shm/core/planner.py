@@ -15,7 +15,11 @@ Rules, in order of preference:
    fewest records: equality before ranges, and among equalities the one the
    ``estimate`` callback (index counts, from the store) says is smallest; the
    rest of the ``And`` filters the candidates.
-5. Anything else scans.
+5. Otherwise, an equality (``==``, ``is_in``) on a str, bytes, number,
+   bool or None, alone or inside ``And``, is *searched*: the store finds the
+   records holding those bytes without decoding the others (see
+   TableStore.scan_containing).
+6. Anything else scans.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ EQUALITY_OPS = frozenset({"eq", "in"})
 
 
 class Plan(NamedTuple):
-    kind: str                   # "pk", "index" or "scan"
+    kind: str                   # "pk", "index", "search" or "scan"
     field: str | None = None
     op: str | None = None
     value: Any = None           # pk plan: the list of keys
@@ -51,15 +55,31 @@ def choose(node: Predicate | None, primary_key: str, indexes: dict[str, str],
     if node is None:
         return SCAN
     if isinstance(node, Compare):
-        return _for_compare(node, primary_key, indexes, RANGE_OPS | EQUALITY_OPS)
-    if isinstance(node, And):
+        conds = [node]
+        plan = _for_compare(node, primary_key, indexes, RANGE_OPS | EQUALITY_OPS)
+        if plan.kind != "scan":
+            return plan
+    elif isinstance(node, And):
         conds = [c for c in node.conds if isinstance(c, Compare)]
         for allowed in (EQUALITY_OPS, RANGE_OPS):
             plans = [p for p in (_for_compare(c, primary_key, indexes, allowed) for c in conds)
                      if p.kind != "scan"]
             if plans:
                 return min(plans, key=lambda p: _cost(p, estimate))
+    else:
+        return SCAN
+    for cond in conds:
+        if cond.op in EQUALITY_OPS and _searchable(cond.value if cond.op == "in"
+                                                   else (cond.value,)):
+            return Plan("search", cond.field, cond.op, cond.value)
     return SCAN
+
+
+_SEARCHABLE = (str, bytes, int, float, bool, type(None))
+
+
+def _searchable(values: Any) -> bool:
+    return bool(values) and all(type(v) in _SEARCHABLE and v == v for v in values)
 
 
 def _cost(plan: Plan, estimate: Estimate | None) -> int:

@@ -275,7 +275,13 @@ class Table:
                 candidates = s.index_candidates(plan.field, plan.op, plan.value)
                 if candidates is not None:
                     return [r for r in candidates if pred(r)][:stop]
-            rows = s.scan() if node is None else filter(pred, s.scan())
+            source = None
+            if plan.kind == "search":
+                source = s.scan_containing(
+                    plan.field, plan.value if plan.op == "in" else (plan.value,))
+            if source is None:
+                source = s.scan()
+            rows = source if node is None else filter(pred, source)
             if stop is None:
                 return list(rows)
             out = []

@@ -115,8 +115,9 @@ SEQ_DROPPED = (1 << 64) - 1                  # odd, so lock-free readers stop
 # directory segment id, directory capacity (entries, a power of two),
 # directory entries used (live + markers + tombstones), live record count,
 # next auto primary key, garbage bytes (superseded records and markers),
-# next segment id, bytes of live records, index segment id (0: no index).
-DESCRIPTOR = struct.Struct("<QQQQQQQqQQQQ")
+# next segment id, bytes of live records, index segment id (0: no index),
+# records in the heap's offset log (live or not).
+DESCRIPTOR = struct.Struct("<QQQQQQQqQQQQQ")
 assert DESCRIPTOR.size <= DESC_SIZE
 assert LOCK_READER_TICKS + 8 * READER_SLOTS <= LOCK_REGION_SIZE
 

@@ -18,6 +18,11 @@ RecordHeap segment: records back to back from offset 0, each 8-aligned::
     +24  u64 hash       key hash, so undo can find the directory slot
     +32  msgpack primary key, then msgpack body, then zero padding
 
+After ``cap`` bytes of records, the heap segment holds the *offset log*: one
+u64 per record, its offset, in heap order (``MIN_RECORD`` bounds how many fit).
+It lets a byte search over the heap find the record around a match with a
+bisect instead of walking every header.
+
 Bytes past the committed end are always zero.  A write appends records after
 the committed end and only then points directory entries at them, so undo can
 walk the appended records (until a zero header) and put every directory entry
@@ -71,6 +76,12 @@ INT_MAX = (1 << 63) - 1
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
 MAX_RECORD_BYTES = 16 << 20
+MIN_RECORD = 40            # header + 1-byte key + empty body, 8-aligned
+
+
+def heap_segment_size(cap: int) -> int:
+    """Bytes of a heap segment with ``cap`` bytes of records and their offset log."""
+    return cap + (cap // MIN_RECORD + 1) * 8
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 

@@ -51,6 +51,8 @@ Invariants
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_right
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import msgpack
@@ -112,9 +114,10 @@ class Descriptor(NamedTuple):
     next_seg: int           # id for the next new segment
     live_bytes: int
     index_seg: int          # 0: no index
+    n_records: int          # entries of the heap's offset log
 
 
-EMPTY = Descriptor(0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0)
+EMPTY = Descriptor(0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0)
 
 
 class _Retry(Exception):
@@ -348,6 +351,53 @@ class TableStore:
                     raise _Retry
             off += total
 
+    def scan_containing(self, field: str, values: Iterable[Any]) -> Iterator[dict] | None:
+        """Inside ``read``: a superset of the live records whose top-level
+        ``field`` equals one of ``values``, found by searching the heap's
+        bytes instead of decoding every record; None when a value does not
+        allow it (the caller scans).
+
+        A record holding ``field: v`` holds the bytes msgpack(field) +
+        msgpack(v), since a map key is followed by its value; ``_encodings``
+        lists every msgpack form of a value Python finds equal to ``v``.
+        """
+        forms: list[bytes] = []
+        for v in values:
+            enc = _encodings(v)
+            if enc is None:
+                return None
+            forms.extend(enc)
+        if not forms:
+            return None
+        needle = re.compile(re.escape(R._packb(field)) + b"(?:" + b"|".join(
+            re.escape(f) for f in dict.fromkeys(forms)) + b")")
+        return self._records_around(needle)
+
+    def _records_around(self, needle: "re.Pattern[bytes]") -> Iterator[dict]:
+        heap = self._heap
+        d = self._desc
+        n = d.n_records
+        offsets = memoryview(heap)[d.heap_cap:d.heap_cap + 8 * n].cast("Q")
+        try:
+            last = -1
+            i = 0
+            unpackb = _unpackb
+            for m in needle.finditer(heap, 0, d.heap_end):
+                pos = m.start()
+                i = bisect_right(offsets, pos, i, n) - 1
+                off = offsets[i]
+                if off == last:
+                    continue
+                last = off
+                total, blen, kind, flags, pklen = _RHEAD(heap, off)
+                if off + total <= pos:
+                    raise _Retry              # the log and the heap disagree: torn
+                if kind == _VALUE and not flags & R.SUPERSEDED:
+                    start = off + 32 + pklen
+                    yield unpackb(heap[start:start + blen], strict_map_key=False)
+        finally:
+            offsets.release()
+
     def live_count(self) -> int:
         return self._desc.live
 
@@ -544,8 +594,11 @@ class TableStore:
         d = self._desc
         seg = d.next_seg
         cap = _pow2_at_least(2 * (d.heap_end + nbytes))
-        new = Segment.create(names.heap_segment(self.db, self.uid, seg), cap, replace=True)
+        new = Segment.create(names.heap_segment(self.db, self.uid, seg),
+                             R.heap_segment_size(cap), replace=True)
         new.buf[:d.heap_end] = self._heap[:d.heap_end]
+        new.buf[cap:cap + 8 * d.n_records] = \
+            self._heap[d.heap_cap:d.heap_cap + 8 * d.n_records]
         self._heap, self._heap_id = new.buf, seg
         self._publish(d._replace(heap_seg=seg, heap_cap=cap, next_seg=seg + 1))
         unlink(names.heap_segment(self.db, self.uid, d.heap_seg))
@@ -590,6 +643,7 @@ class TableStore:
         heap, d = self._heap, self._dir
         shift, mask = self._shift, self._mask
         indexed = bool(self._indexes)
+        log = desc.heap_cap + 8 * desc.n_records
         touched = []                     # (slot, old record offset or -1, new record)
         _U64_PUT(cat, base + L.STORE_TXN_END, desc.heap_end + nbytes)
         off = desc.heap_end
@@ -646,6 +700,8 @@ class TableStore:
                 _ENTRY_PUT(d, i << 4, h, (off + 1) | int_key)
                 if indexed:
                     touched.append((i, -1, record))
+            _U64_PUT(heap, log, off)
+            log += 8
             if kind == _VALUE:
                 live += 1
                 live_bytes += total
@@ -655,7 +711,8 @@ class TableStore:
                 garbage += total
             off += total
         new = Descriptor(desc.heap_seg, desc.heap_cap, off, desc.dir_seg, desc.dir_cap, used,
-                         live, next_pk, garbage, desc.next_seg, live_bytes, desc.index_seg)
+                         live, next_pk, garbage, desc.next_seg, live_bytes, desc.index_seg,
+                         desc.n_records + len(batch))
         if not indexed:
             self._publish(new)
             return
@@ -780,13 +837,13 @@ class TableStore:
         dir_cap = max(MIN_DIR, _pow2_at_least(2 * (old.live + extra_keys)))
         made: list[str] = []
         try:
-            new_heap = Segment.create(names.heap_segment(self.db, self.uid, seg), heap_cap,
-                                      replace=True)
+            new_heap = Segment.create(names.heap_segment(self.db, self.uid, seg),
+                                      R.heap_segment_size(heap_cap), replace=True)
             made.append(new_heap.name)
             new_dir = Segment.create(names.directory_segment(self.db, self.uid, seg),
                                      dir_cap * R.ENTRY_SIZE, replace=True)
             made.append(new_dir.name)
-            new_end, count = self._copy_live(new_heap.buf, new_dir.buf, dir_cap)
+            new_end, count = self._copy_live(new_heap.buf, heap_cap, new_dir.buf, dir_cap)
             if count != old.live:
                 raise CorruptionError(f"table {self.table!r}: {count} live records found, "
                                       f"descriptor says {old.live}")
@@ -801,16 +858,18 @@ class TableStore:
         self._dir, self._dir_id = new_dir.buf, seg
         self._adopt_indexes(index, seg, dir_cap)
         self._publish(Descriptor(seg, heap_cap, new_end, seg, dir_cap, old.live, old.live,
-                                 old.next_pk, 0, seg + 1, new_end, seg if index else 0))
+                                 old.next_pk, 0, seg + 1, new_end, seg if index else 0,
+                                 count))
         for name_of, s in ((names.heap_segment, old.heap_seg),
                            (names.directory_segment, old.dir_seg),
                            (names.index_segment, old.index_seg)):
             if s:
                 unlink(name_of(self.db, self.uid, s))
 
-    def _copy_live(self, dst: Any, dst_dir: Any, dir_cap: int) -> tuple[int, int]:
-        """Copy live records to ``dst`` (runs of them at a time) and index them
-        in ``dst_dir``.  Returns (bytes copied, records copied)."""
+    def _copy_live(self, dst: Any, dst_cap: int, dst_dir: Any,
+                   dir_cap: int) -> tuple[int, int]:
+        """Copy live records to ``dst`` (runs of them at a time), log their
+        offsets and index them in ``dst_dir``.  Returns (bytes, records) copied."""
         src = self._heap
         end = self._heap_end
         shift = 64 - (dir_cap.bit_length() - 1)
@@ -832,6 +891,7 @@ class TableStore:
                     i = (i + 1) & mask
                 _ENTRY_PUT(dst_dir, i << 4, h,
                            (out + 1) | (_INT_ENTRY if flags & R.INT_KEY else 0))
+                _U64_PUT(dst, dst_cap + 8 * count, out)
                 out += total
                 count += 1
             elif run_start >= 0:
@@ -854,7 +914,7 @@ class TableStore:
                 "heap_end": d.heap_end, "directory_capacity": d.dir_cap,
                 "directory_used": d.dir_used, "live": d.live, "next_pk": d.next_pk,
                 "garbage_bytes": d.garbage, "live_bytes": d.live_bytes,
-                "index_segment": d.index_seg}
+                "index_segment": d.index_seg, "records_logged": d.n_records}
 
 
 def _open_indexes(buf: Any, dir_cap: int) -> dict[str, IX.Index]:
@@ -864,6 +924,35 @@ def _open_indexes(buf: Any, dir_cap: int) -> dict[str, IX.Index]:
     offsets = IX.layout([k for _, k in defs], dir_cap)
     return {field: IX.Index(buf, j, kind, offsets[j], dir_cap)
             for j, (field, kind) in enumerate(defs)}
+
+
+def _encodings(value: Any) -> list[bytes] | None:
+    """Every msgpack encoding of a value equal to ``value`` (our Packer is
+    canonical: minimal ints, float64 floats), or None when that set is open
+    (lists and dicts compare element-wise across types) or empty (NaN)."""
+    t = type(value)
+    if t is str or t is bytes or value is None:
+        return [R._packb(value)]
+    if t is bool or t is int or t is float:
+        if value != value:                     # NaN equals nothing
+            return None
+        try:
+            f: float | None = float(value)
+        except OverflowError:                  # an int beyond any float
+            f = None
+        forms = []
+        if f is not None:
+            forms.append(R._packb(f))
+            if f == 0:                         # 0.0 == -0.0, encoded apart
+                forms += [R._packb(0.0), R._packb(-0.0)]
+        if f is None or f.is_integer():
+            n = int(value)
+            if -(1 << 63) <= n < (1 << 64):
+                forms.append(R._packb(n))
+            if n in (0, 1):
+                forms.append(R._packb(bool(n)))
+        return forms
+    return None
 
 
 def _live_by_slot(dir_buf: Any, dir_cap: int, heap: Any) -> Iterator[tuple[int, dict]]:
