@@ -756,7 +756,7 @@ class TableStore:
         """Commit ``desc``: write the inactive descriptor, then flip ``active``.
         The caller has already mapped the segments ``desc`` names."""
         cat, base = self._cat, self._base
-        active = _U64(cat, base + L.STORE_ACTIVE)[0] + 1
+        active = self._active + 1      # under the write lock, _active is current
         L.DESCRIPTOR.pack_into(cat, base + L.STORE_DESC + L.DESC_SIZE * (active & 1), *desc)
         _U64_PUT(cat, base + L.STORE_ACTIVE, active)           # the commit point
         _U64_PUT(cat, base + L.STORE_TXN_END, desc.heap_end)
