@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_query.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,4 +1,4 @@
-"""Table: DictDB's table API over a shared-memory TableStore.
+"""Table: DictDB's table API over a StorageEngine (engine/__init__.py).
 
 Owns: the meaning of each public table call (auto primary keys, schemas,
 upsert rules, what update and delete match, select's shaping), and which
@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from dictdb_shm.core import schema as schemas
 from dictdb_shm.core import planner
-from dictdb_shm.engine.store import DELETE, INSERT, PUT, TableStore
+from dictdb_shm.engine import StorageEngine
+from dictdb_shm.engine.store import DELETE, INSERT, PUT
 from dictdb_shm.errors import (DuplicateKeyError, InvalidArgumentError, RecordNotFoundError,
                                SchemaValidationError)
 from dictdb_shm.lock.rwlock import TableLock
@@ -45,7 +46,7 @@ class Table:
     """
 
     _lock: TableLock
-    _store: TableStore
+    _store: StorageEngine
 
     def __init__(self, name: str, primary_key: str = "id",
                  schema: Mapping[str, type] | None = None) -> None:
@@ -278,7 +279,7 @@ class Table:
         pred = compile_predicate(node)
         pk_name = self.primary_key
 
-        def run(s: TableStore) -> list[Record]:
+        def run(s: StorageEngine) -> list[Record]:
             plan = planner.choose(node, pk_name, s.indexes(), s.index_estimate) \
                 if node is not None else planner.SCAN
             if plan.kind == "pk":
@@ -357,10 +358,10 @@ class Table:
             self._store.create_index(field, index_type)
 
     def indexed_fields(self) -> list[str]:
-        return list(self._store.read(TableStore.indexes))
+        return list(self._store.read(lambda s: s.indexes()))
 
     def has_index(self, field: str) -> bool:
-        return field in self._store.read(TableStore.indexes)
+        return field in self._store.read(lambda s: s.indexes())
 
     def primary_key_name(self) -> str:
         return self.primary_key

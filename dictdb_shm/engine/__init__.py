@@ -1,0 +1,51 @@
+"""The shared-memory storage engine.
+
+Owns: everything that knows a byte layout: segments (segment.py), the
+catalog (catalog.py, layout.py), records and keys (records.py), one table's
+store (store.py) and its indexes (index.py).  Must never: know the public
+API's rules (auto keys, schemas, upsert) or evaluate queries.
+
+The Table API reaches a table's storage only through the small interface
+below.  ``TableStore`` is the shared-memory implementation; a backend for a
+networked store, for users who outgrow one machine, would implement the same
+methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class StorageEngine(Protocol):
+    """What a Table needs from the storage of one table."""
+
+    def get(self, pk: Any, default: Any = None) -> Any:
+        """The record with primary key ``pk``, or ``default``."""
+
+    def read(self, fn: Callable[["StorageEngine"], T]) -> T:
+        """Run ``fn`` on one consistent state of the table (it may run twice)."""
+
+    def apply(self, changes: Iterable[tuple[Any, Any, int]]) -> None:
+        """Apply (pk, record, INSERT | PUT | DELETE) changes all-or-nothing,
+        under the table's write lock."""
+
+    def count(self) -> int: ...
+
+    def next_auto_pk(self) -> int: ...
+
+    def create_index(self, field: str, kind: str) -> bool: ...
+
+    # Inside ``read``:
+    def scan(self) -> Iterator[dict]: ...
+
+    def lookup(self, pk: Any) -> Any: ...
+
+    def indexes(self) -> dict[str, str]: ...
+
+    def index_estimate(self, field: str, op: str, value: Any) -> int | None: ...
+
+    def index_candidates(self, field: str, op: str, value: Any) -> list[dict] | None: ...
+
+    def scan_containing(self, field: str, values: Iterable[Any]) -> Iterator[dict] | None: ...
