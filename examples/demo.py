@@ -4,7 +4,7 @@ The parent creates database "demo-<pid>" with a table of page-view counters,
 then starts four unrelated worker processes (fresh interpreters, not forks)
 that attach by name.  Each worker records page views with a read-modify-write
 under the cross-process write lock, and reads the others' rows without any
-lock.  The parent checks that no update was lost, runs a query, and destroys
+lock.  The parent checks that no update was lost, runs a query and an aggregate, and destroys
 the database, leaving nothing under /dev/shm.
 
 Run it with ``make demo``.
@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from dictdb_shm import DictDB
+from dictdb_shm import Count, DictDB
 
 WORKERS = 4
 VIEWS_PER_WORKER = 500
@@ -61,6 +61,8 @@ def main() -> None:
             print(f"views counted: {total} (expected {expected}); visit rows: {len(visits)}")
             busiest = pages.select(order_by="-views", limit=2)
             print("busiest pages:", [(r["path"], r["views"]) for r in busiest])
+            per_worker = visits.aggregate(group_by="worker", n=Count())
+            print("visits per worker:", {g["worker"]: g["n"] for g in per_worker})
             assert total == expected == len(visits), "an update was lost"
         finally:
             db.destroy()
