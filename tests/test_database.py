@@ -208,3 +208,16 @@ def test_coordinator_restarts_for_an_orphaned_database(db_name):
     assert again.get_table("t").get(1) == {"id": 1}
     again.close()
     db.close()
+
+
+def test_private_database_swept_when_creator_and_coordinator_were_killed(spawn):
+    w = spawn("create_private", "sleep")
+    name = w.expect("RESULT")
+    coordinator = client.status(name)["coordinator_pid"]
+    os.kill(coordinator, 9)
+    wait_until(lambda: not client.coordinator_running(name), 10, "the coordinator to die")
+    w.kill()
+    assert names.shm_entries(name)                 # nobody left to remove it...
+    fresh = DictDB()                               # ...until the next private database
+    assert names.shm_entries(name) == []
+    fresh.close()

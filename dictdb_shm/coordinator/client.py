@@ -154,6 +154,39 @@ def destroy(db: str) -> None:
             pass
 
 
+def sweep_orphaned_private() -> list[str]:
+    """Destroy private databases whose creator and coordinator are both gone.
+
+    A coordinator removes its private database when the creator dies; this
+    covers the case where the coordinator was killed too.  Such a database
+    has no coordinator holding its lock file and a dead owner, so nobody can
+    be using it.  Called whenever a new private database is made.
+    """
+    swept = []
+    try:
+        entries = os.listdir(names.SHM_DIR)
+    except FileNotFoundError:
+        return swept
+    for entry in entries:
+        if not (entry.startswith("dictdb_p") and entry.endswith(".catalog")):
+            continue
+        db = entry[len("dictdb_"):-len(".catalog")]
+        if coordinator_running(db):
+            continue
+        try:
+            catalog = Catalog.attach(db)
+        except errors.DictDBError:
+            continue
+        try:
+            orphaned = catalog.private and not is_alive(*catalog.owner())
+        finally:
+            catalog.close()
+        if orphaned and not coordinator_running(db):
+            destroy(db)
+            swept.append(db)
+    return swept
+
+
 def status(db: str) -> dict:
     info: dict[str, Any] = {"name": db, "exists": catalog_exists(db),
                             "coordinator_running": coordinator_running(db)}

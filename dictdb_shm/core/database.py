@@ -50,6 +50,7 @@ class DictDB:
 
     def __init__(self, name: str | None = None, *, lock_timeout: float | None = None) -> None:
         if name is None:
+            client.sweep_orphaned_private()
             name = names.private_db_name()
             client.ensure_running(name, create=True, private=True, owner=own_identity())
             self._private = True
