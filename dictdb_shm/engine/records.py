@@ -119,7 +119,3 @@ def key_hash(pk: object, pkb: bytes) -> tuple[int, int]:
     if type(pk) is int and INT_MIN <= pk <= INT_MAX:
         return ((pk & MASK64) * GOLDEN) & MASK64, INT_ENTRY
     return (crc32(pkb) * GOLDEN) & MASK64, 0
-
-
-def record_size(pk_len: int, body_len: int) -> int:
-    return (HEADER_SIZE + pk_len + body_len + 7) & ~7
