@@ -2,6 +2,7 @@
 
 * ``db_name``: a fresh database name; the database is destroyed after the
   test whether it passed or not, and nothing of it may stay in /dev/shm.
+* ``table``: an empty table "t" in such a database.
 * ``spawn``: start ``tests/workers.py SCENARIO ARGS`` as an unrelated process
   (a new interpreter, not a fork); every wait on it has a timeout, and it is
   SIGKILLed at teardown if still running.
@@ -53,6 +54,16 @@ def db_name() -> Iterator[str]:
     finally:
         client.destroy(name)
         assert names.shm_entries(name) == [], "destroy() left objects in /dev/shm"
+
+
+@pytest.fixture
+def table(db_name: str) -> Iterator:
+    """An empty table "t" (primary key "id") in a fresh named database."""
+    from dictdb_shm import DictDB
+    db = DictDB(db_name)
+    db.create_table("t")
+    yield db.get_table("t")
+    db.close()
 
 
 class Worker:

@@ -9,14 +9,6 @@ from dictdb_shm import names
 from dictdb_shm.engine.store import DELETE, INSERT, PUT
 
 
-@pytest.fixture
-def table(db_name):
-    db = DictDB(db_name)
-    db.create_table("t")
-    yield db.get_table("t")
-    db.close()
-
-
 def stats(t):
     return t._store.read(lambda s: s.stats())
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import random
 
-import pytest
 
-from dictdb_shm import DictDB
 from dictdb_shm.query import compile_predicate
 
 WORDS = ["Oslo", "Rome", "city", "", "Ös", "x" * 40, "Rome2", 0, 1, 5, 5.0, -0.0, 0.0, True,
@@ -26,14 +24,6 @@ def random_record(rng, i):
     if rng.random() < 0.2:
         r["pair"] = ["city", rng.choice(WORDS)]             # key, value bytes in a list
     return r
-
-
-@pytest.fixture
-def table(db_name):
-    db = DictDB(db_name)
-    db.create_table("t")
-    yield db.get_table("t")
-    db.close()
 
 
 def check(t, rng, rounds):
