@@ -302,14 +302,7 @@ def query_functions(t: Any, con: sqlite3.Connection, rows: list[dict]) -> dict:
         return [{"city": c, "n": n, "avg": a} for c, n, a in execute(agg_sql).fetchall()]
 
     def list_agg(_c: Any = None) -> list[dict]:
-        acc: dict[str, list] = {}
-        for r in rows:
-            a = acc.get(r["city"])
-            if a is None:
-                acc[r["city"]] = [1, r["score"]]
-            else:
-                a[0] += 1
-                a[1] += r["score"]
+        acc = _list_group_by(rows)
         return [{"city": c, "n": n, "avg": s / n} for c, (n, s) in acc.items()]
 
     return {

@@ -54,7 +54,6 @@ import msgpack
 from dictdb_shm.errors import RecordTooLargeError, UnstorableValueError
 
 HEADER = struct.Struct("<IIBBHIQQ")
-HEADER_SIZE = 32
 HEAD = struct.Struct("<IIBBH")               # total, body_len, kind, flags, pk_len
 PREV_HASH = struct.Struct("<QQ")             # at +16
 FLAGS_AT = 9
@@ -84,10 +83,6 @@ def heap_segment_size(cap: int) -> int:
     return cap + (cap // MIN_RECORD + 1) * 8
 
 _packb = msgpack.Packer(use_bin_type=True).pack
-
-
-def decode(data: bytes) -> object:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
 def encode_key(pk: object) -> bytes:
