@@ -100,6 +100,26 @@ class Catalog:
     def coordinator(self) -> tuple[int, int]:
         return L.TWO_U64.unpack_from(self.buf, L.COORDINATOR_AT)
 
+    def is_destroyed(self) -> bool:
+        return L.U64.unpack_from(self.buf, L.DESTROYED_AT)[0] != 0
+
+    def mark_destroyed(self) -> None:
+        """Tell every handle of every process that the database is gone.
+
+        Must run before anything is unlinked: handles keep their mappings
+        of the unlinked objects, so this flag (and each table's ``seq``
+        turned SEQ_DROPPED) is the only way they can learn it.  Lock-free
+        readers then fall back to the lock, and the lock raises
+        DatabaseClosedError.
+        """
+        buf = self.buf
+        L.U64.pack_into(buf, L.DESTROYED_AT, 1)
+        for i in range(L.MAX_TABLES):
+            base = L.slot_offset(i)
+            if L.U64.unpack_from(buf, base + L.SLOT_STATE)[0] == L.SLOT_LIVE:
+                L.U64.pack_into(buf, base + L.STORE_REGION + L.STORE_SEQ, L.SEQ_DROPPED)
+                L.U64.pack_into(buf, base + L.STORE_REGION + L.STORE_UID, 0)
+
     def repair_fd(self) -> int:
         """A descriptor of the catalog file, for the locks' kernel repair mutex."""
         if self._repair_fd < 0:

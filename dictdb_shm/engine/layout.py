@@ -19,6 +19,9 @@ Header, bytes [0, 4096)::
     48   u64 owner pid            56  u64 owner start ticks  (private databases)
     64   32s authkey of the coordinator's control channel
     96   u64 next table uid
+    104  u64 destroyed             1 once destroy() began: set before anything is
+                                   unlinked, so every handle still mapping this
+                                   catalog fails instead of writing into orphans
 
 Table slots, ``MAX_TABLES`` of ``SLOT_SIZE`` bytes from ``SLOTS_AT``; slot i::
 
@@ -68,6 +71,7 @@ OWNER_AT = 48                                # pid, ticks
 AUTHKEY_AT = 64
 AUTHKEY_SIZE = 32
 NEXT_UID_AT = 96
+DESTROYED_AT = 104
 
 U64 = struct.Struct("<Q")
 TWO_U64 = struct.Struct("<QQ")
