@@ -1,5 +1,4 @@
-"""A process's attachment to one database: the mapped catalog and, per table,
-the one TableLock and TableStore this process uses.
+"""A process's attachment to one database: the mapped catalog and, per table, the one TableLock and TableStore this process uses.
 
 Owns: the process-wide registry that makes every handle of a database in
 this process share the same locks (so a write made through one handle while
@@ -70,13 +69,11 @@ class Attachment:
             pair = self._tables.get(entry.uid)
             if pair is None:
                 try:
-                    wsem = posix_ipc.Semaphore(names.write_semaphore(self.db, entry.uid))
                     drain = posix_ipc.Semaphore(names.drain_semaphore(self.db, entry.uid))
                 except posix_ipc.ExistentialError:
                     raise TableNotFoundError(f"table {entry.name!r} was dropped") from None
-                lock = TableLock(self.db, entry.name, self.catalog.buf,
-                                 self.catalog.repair_fd(), entry.index, wsem, drain,
-                                 self.lock_timeout)
+                lock = TableLock(self.db, entry.name, entry.uid, self.catalog.buf,
+                                 entry.index, drain, self.lock_timeout)
                 store = TableStore(self.db, entry.name, self.catalog.buf, entry.index,
                                    entry.uid, lock)
                 lock.recover = store.recover
@@ -92,6 +89,8 @@ class Attachment:
 
 def _catalog_still_there(att: Attachment) -> bool:
     """False when the database was destroyed and maybe recreated since we mapped it."""
+    if att.catalog.is_destroyed():
+        return False
     try:
         st = os.stat(os.path.join(names.SHM_DIR, names.catalog_segment(att.db)[1:]))
     except FileNotFoundError:

@@ -92,7 +92,8 @@ class LockUpgradeError(DictDBError):
 
 class UnstorableValueError(DictDBError, TypeError):
     hint = ("records hold msgpack types only: None, bool, int (64-bit), float, str, bytes, "
-            "list/tuple and dict with str keys; convert other values first")
+            "list/tuple, and dicts whose keys are str, int or bytes; convert other values "
+            "first")
 
 
 class RecordTooLargeError(DictDBError, ValueError):

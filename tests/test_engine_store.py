@@ -6,7 +6,7 @@ import pytest
 
 from dictdb_shm import DictDB, DuplicateKeyError
 from dictdb_shm import names
-from dictdb_shm.engine.store import DELETE, INSERT, PUT
+from dictdb_shm.engine import DELETE, INSERT, PUT
 
 
 def stats(t):

@@ -184,12 +184,9 @@ class Coordinator:
         with self._edit:
             for entry in self._att.catalog.entries():
                 lock, _ = self._att.table(entry)
-                lock.clear_dead_readers()
                 pid, ticks = lock.holder()
-                if pid and not is_alive(pid, ticks):
-                    log.info("pid %d died holding table %s: repairing", pid, entry.name)
-                    lock.acquire_write(timeout=5)
-                    lock.release_write()
+                if lock.repair_abandoned() and pid and not is_alive(pid, ticks):
+                    log.info("pid %d died holding table %s: repaired", pid, entry.name)
 
     def destroy_and_exit(self) -> None:
         self._stopping = True

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from dictdb_shm.core import schema as schemas
 from dictdb_shm.core import planner
 from dictdb_shm.engine import StorageEngine
-from dictdb_shm.engine.store import DELETE, INSERT, PUT
+from dictdb_shm.engine import DELETE, INSERT, PUT
 from dictdb_shm.errors import (DuplicateKeyError, InvalidArgumentError, RecordNotFoundError,
                                SchemaValidationError)
 from dictdb_shm.lock.rwlock import TableLock

@@ -17,6 +17,11 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
 
 T = TypeVar("T")
 
+# The modes of a change given to ``StorageEngine.apply``.
+INSERT = 0      # the key must not exist
+PUT = 1         # insert or replace
+DELETE = 2      # the key must exist; the record is ignored
+
 
 class StorageEngine(Protocol):
     """What a Table needs from the storage of one table."""

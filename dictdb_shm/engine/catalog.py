@@ -25,6 +25,7 @@ from dictdb_shm import names
 from dictdb_shm.engine import layout as L
 from dictdb_shm.engine.segment import MODE, Segment, unlink
 from dictdb_shm.engine.store import init_store_region
+from dictdb_shm.lock.rwlock import init_lock_region
 from dictdb_shm.errors import (CorruptionError, DatabaseFullError, DatabaseNotFoundError,
                                DuplicateTableError, InvalidNameError)
 
@@ -112,13 +113,14 @@ class Catalog:
         readers then fall back to the lock, and the lock raises
         DatabaseClosedError.
         """
-        buf = self.buf
-        L.U64.pack_into(buf, L.DESTROYED_AT, 1)
+        w = L.words(self.buf)
+        w[L.DESTROYED_AT // L.WORD] = 1
         for i in range(L.MAX_TABLES):
             base = L.slot_offset(i)
-            if L.U64.unpack_from(buf, base + L.SLOT_STATE)[0] == L.SLOT_LIVE:
-                L.U64.pack_into(buf, base + L.STORE_REGION + L.STORE_SEQ, L.SEQ_DROPPED)
-                L.U64.pack_into(buf, base + L.STORE_REGION + L.STORE_UID, 0)
+            if w[(base + L.SLOT_STATE) // L.WORD] == L.SLOT_LIVE:
+                w[(base + L.STORE_REGION + L.STORE_SEQ) // L.WORD] = L.SEQ_DROPPED
+                w[(base + L.STORE_REGION + L.STORE_UID) // L.WORD] = 0
+        w.release()
 
     def repair_fd(self) -> int:
         """A descriptor of the catalog file, for the locks' kernel repair mutex."""
@@ -202,6 +204,7 @@ class Catalog:
             L.META_LEN.pack_into(buf, base + L.SLOT_META, len(meta_b))
             buf[base + L.SLOT_META + 4:base + L.SLOT_META + 4 + len(meta_b)] = meta_b
             init_store_region(buf, base, uid)
+            init_lock_region(buf, base)
             for sem_name, value in ((names.write_semaphore(self.db, uid), 1),
                                     (names.drain_semaphore(self.db, uid), 0)):
                 _unlink_semaphore(sem_name)

@@ -42,6 +42,8 @@ import struct
 from typing import Any, Iterable, Iterator
 from zlib import adler32, crc32
 
+from dictdb_shm.engine.records import GOLDEN, MASK64, MAX_LOAD, normalize_value
+
 KIND_HASH = 1
 KIND_SORTED = 2
 KINDS = {"hash": KIND_HASH, "sorted": KIND_SORTED}
@@ -53,7 +55,6 @@ FIELD_AT = 40
 MAX_FIELD_BYTES = INDEX_HEADER - FIELD_AT - 2
 HEADER_SIZE = MAX_INDEXES * INDEX_HEADER
 OVERFLOW = 4096
-MAX_LOAD = 0.7
 
 _HDR = struct.Struct("<QQQQQ")
 _VAL = struct.Struct("<QII")
@@ -64,9 +65,7 @@ _U16 = struct.Struct("<H")
 _U64 = struct.Struct("<Q")
 _D = struct.Struct(">d")
 _BQ = struct.Struct(">Q")
-_MASK64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
-_TOMB = _MASK64
+_TOMB = MASK64
 
 TAG_NUMBER = 0x10
 TAG_STR = 0x20
@@ -80,13 +79,20 @@ BYTES_MAX = bytes([TAG_BYTES]) + b"\xff" * 15
 
 
 def _mix(x: int, salt: int) -> int:
-    h = ((x ^ salt) * _GOLDEN) & _MASK64
+    h = ((x ^ salt) * GOLDEN) & MASK64
     return h or 1          # 0 marks an empty value-table slot
 
 
 def identity(value: Any) -> tuple[int, bytes] | None:
-    """``(value hash, order key)`` of an indexable value, else None."""
+    """``(value hash, order key)`` of an indexable value, else None.
+
+    Subclasses (IntEnum, str Enum, float subclasses) are keyed as their base
+    type, because that is what msgpack stores and what a scan reads back."""
     t = type(value)
+    if t not in _EXACT:
+        if isinstance(value, (str, int, float, bytes)) and t is not bool:
+            return identity(normalize_value(value))
+        return None
     if t is str:
         b = value.encode("utf-8", "surrogatepass")
         return (_mix((crc32(b) << 32) | adler32(b), 0x5354),
@@ -102,12 +108,15 @@ def identity(value: Any) -> tuple[int, bytes] | None:
             h = _mix(_BQ.unpack(_D.pack(value))[0], 0x464C)
         else:
             value = int(value)
-            h = _mix(value & _MASK64, 0x4E55)
+            h = _mix(value & MASK64, 0x4E55)
         return h, _number_key(f if f is not None else value)
     if t is bytes:
         return (_mix((crc32(value) << 32) | adler32(value), 0x4259),
                 bytes([TAG_BYTES]) + value[:15].ljust(15, b"\0"))
     return None
+
+
+_EXACT = frozenset({str, int, bool, float, bytes})
 
 
 def _number_key(value: float | int) -> bytes:
@@ -118,7 +127,7 @@ def _number_key(value: float | int) -> bytes:
     if f == 0:
         f = 0.0            # -0.0 == 0.0 must share a key
     bits = _BQ.unpack(_D.pack(f))[0]
-    bits = (~bits & _MASK64) if bits >> 63 else bits | (1 << 63)
+    bits = (~bits & MASK64) if bits >> 63 else bits | (1 << 63)
     return bytes([TAG_NUMBER]) + _BQ.pack(bits) + bytes(7)
 
 
@@ -230,14 +239,18 @@ class Index:
         _LINK.pack_into(buf, self.links + 16 * slot, 0, head, vh)
         _VAL.pack_into(buf, self.values + 16 * i, vh, slot + 1, count + 1)
 
-    def remove(self, slot: int, ident: tuple[int, bytes]) -> None:
-        """Unlink directory slot ``slot`` from the chain of its value."""
+    def remove(self, slot: int, ident: tuple[int, bytes]) -> bool:
+        """Unlink directory slot ``slot`` from the chain of its value.
+
+        A slot that is not linked into that value's chain is left alone and
+        False returned: unlinking it would rewrite the chain's head from a
+        node that is not in it, losing every other record of the value."""
         vh = ident[0]
         buf = self.buf
-        prev, nxt, _ = _LINK.unpack_from(buf, self.links + 16 * slot)
+        prev, nxt, linked_vh = _LINK.unpack_from(buf, self.links + 16 * slot)
         i, head, count = self._find(vh)
-        if not head:
-            return
+        if not head or linked_vh != vh or (not prev and head != slot + 1):
+            return False
         if prev:
             _U32.pack_into(buf, self.links + 16 * (prev - 1) + 4, nxt)
         else:
@@ -250,6 +263,7 @@ class Index:
             self._set(1, self.header()[1] - 1)
         else:
             _VAL.pack_into(buf, self.values + 16 * i, vh, head, count - 1)
+        return True
 
     # -------------------------------------------------------------- lookups
     def chain(self, vh: int) -> Iterator[int]:

@@ -6,8 +6,16 @@ here decides anything.  Change LAYOUT_VERSION with any change below.
 
 Catalog segment ``/dictdb_<db>.catalog``
 =========================================
-All integers little-endian; every 8-byte word is 8-aligned so that a single
-store publishes it atomically on x86-64.
+All integers little-endian (the only byte order this runs on: x86-64 and
+aarch64 Linux); every 8-byte word is 8-aligned so that a single store
+publishes it atomically.
+
+Shared words are stored through ``words(buf)`` -- a ``"Q"`` memoryview, whose
+item assignment is one 8-byte store -- never with ``struct.pack_into``, which
+zero-fills its target before writing the fields: a reader (or a crash in
+between) would see 0, an empty directory entry or a descriptor generation
+that never was.  Words are read through the same view (one 8-byte load; a
+little-endian ``struct`` format reads byte by byte and can tear).
 
 Header, bytes [0, 4096)::
 
@@ -35,12 +43,16 @@ Table slots, ``MAX_TABLES`` of ``SLOT_SIZE`` bytes from ``SLOTS_AT``; slot i::
 
 Lock region::
 
-    +0    u64 writer pid    +8 u64 writer start ticks   +16 u64 writer epoch
+    +0    u64 writer pid    +8 u64 writer start ticks   +16 reserved
+          (the writer record: see lock/rwlock.py; proof of ownership is a
+          kernel lock, the record only says "undo may be needed")
     +24   u64 writer waiting (1 while a writer waits for readers to drain)
     +32   u64 reader slot high-water mark
     +64   READER_SLOTS x u64 reader flags (1 = that slot holds a read lock)
     +576  READER_SLOTS x u64 reader pid
     +1088 READER_SLOTS x u64 reader start ticks
+    +1600 the table's mutex: a robust process-shared pthread mutex
+          (lock/robust_mutex.py), LOCK_MUTEX_SIZE bytes reserved
 
 Store region::
 
@@ -58,6 +70,7 @@ and then flips ``active`` with one 8-byte store (see store.py).
 from __future__ import annotations
 
 import struct
+from typing import Any, NamedTuple
 
 LAYOUT_VERSION = 1
 MAGIC = b"DDBSHMC1"
@@ -97,12 +110,14 @@ SLOT_META_MAX = 4096 - 256 - 4
 LOCK_REGION = 4096
 LOCK_REGION_SIZE = 2048
 READER_SLOTS = 64
-LOCK_WRITER = 0            # pid, ticks, epoch
+LOCK_WRITER = 0            # pid, ticks
 LOCK_WRITER_WAITING = 24
 LOCK_READER_HWM = 32
 LOCK_READER_FLAGS = 64
 LOCK_READER_PIDS = LOCK_READER_FLAGS + 8 * READER_SLOTS
 LOCK_READER_TICKS = LOCK_READER_PIDS + 8 * READER_SLOTS
+LOCK_MUTEX = LOCK_READER_TICKS + 8 * READER_SLOTS     # 1600: 64-aligned
+LOCK_MUTEX_SIZE = 64         # glibc's pthread_mutex_t is 40 (x86-64) or 48 (aarch64) bytes
 
 STORE_REGION = 6144
 STORE_REGION_SIZE = 2048
@@ -115,15 +130,43 @@ STORE_DESC = 64
 DESC_SIZE = 128
 SEQ_DROPPED = (1 << 64) - 1                  # odd, so lock-free readers stop
 
-# Descriptor: heap segment id, heap capacity, heap end (committed bytes),
-# directory segment id, directory capacity (entries, a power of two),
-# directory entries used (live + markers + tombstones), live record count,
-# next auto primary key, garbage bytes (superseded records and markers),
-# next segment id, bytes of live records, index segment id (0: no index),
-# records in the heap's offset log (live or not).
-DESCRIPTOR = struct.Struct("<QQQQQQQqQQQQQ")
-assert DESCRIPTOR.size <= DESC_SIZE
-assert LOCK_READER_TICKS + 8 * READER_SLOTS <= LOCK_REGION_SIZE
+# The descriptor's byte form: the fields of Descriptor below, in order.
+DESCRIPTOR = struct.Struct("<13Q")
+
+
+class Descriptor(NamedTuple):
+    """Where a table's data is; ``layout.DESCRIPTOR`` is its byte form."""
+
+    heap_seg: int           # 0: no segment yet
+    heap_cap: int
+    heap_end: int           # committed bytes
+    dir_seg: int
+    dir_cap: int            # entries, a power of two
+    dir_used: int           # live + markers + tombstones
+    live: int               # live records
+    next_pk: int            # next auto-assigned primary key (at most INT_MAX + 1)
+    garbage: int            # bytes of superseded records and markers
+    next_seg: int           # id for the next new segment
+    live_bytes: int
+    index_seg: int          # 0: no index
+    n_records: int          # entries of the heap's offset log
+
+
+EMPTY_TABLE = Descriptor(0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0)
+
+
+if DESCRIPTOR.size > DESC_SIZE or LOCK_MUTEX + LOCK_MUTEX_SIZE > LOCK_REGION_SIZE:
+    raise ImportError("engine/layout.py: a region outgrew its reserved bytes")
+
+
+WORD = 8
+
+
+def words(buf: Any) -> memoryview:
+    """``buf`` as u64 words: ``w[off // WORD] = v`` is one 8-byte store.
+    Use it for every word another process may read while it changes, or that
+    must survive a crash whole (see the module docstring)."""
+    return memoryview(buf).cast("Q")
 
 
 def slot_offset(index: int) -> int:

@@ -1,8 +1,10 @@
 """Record encoding and the RecordHeap / PkDirectory byte formats.
 
-Owns: how a record, its primary key and its hash become bytes, and the
-formats of the two data segments of a table.  Must never: take locks, map
-segments or decide when to grow (store.py does).
+Owns: how a record, its primary key and its hash become bytes, what values
+can be stored (exactly what reads back equal), and the formats of the two
+data segments of a table, with named helpers for every offset in them.
+Must never: take locks, map segments or decide when to grow (store.py and
+growth.py do).
 
 RecordHeap segment: records back to back from offset 0, each 8-aligned::
 
@@ -28,6 +30,14 @@ the committed end and only then points directory entries at them, so undo can
 walk the appended records (until a zero header) and put every directory entry
 back to ``prev``; see store.py.
 
+What can be stored: msgpack types, and only values that read back equal.
+Bodies are packed with ``strict_types``, so exact dict/list/str/int/float/
+bytes/bool/None take the fast path; anything else (a tuple, an IntEnum, a str
+Enum, a float subclass, bytearray) is first normalised to what msgpack would
+store and read back (list, int, str, float, bytes), so that what an index
+sees is what is stored.  Map keys must be str, int or bytes: a tuple key
+would come back as an unhashable list and make the record unreadable.
+
 PkDirectory segment: open addressing with linear probing, ``cap`` (a power
 of two) entries of 16 bytes: ``u64 hash, u64 (offset + 1) | INT_ENTRY``.
 Offset 0 means empty, ``TOMBSTONE`` a slot freed by undo.  ``INT_ENTRY``
@@ -47,16 +57,22 @@ bytes: ``1`` and ``True`` are different keys here, unlike in a Python dict.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Mapping
+from typing import Any
 from zlib import crc32
 
 import msgpack
 
+from dictdb_shm.engine import DELETE
 from dictdb_shm.errors import RecordTooLargeError, UnstorableValueError
 
 HEADER = struct.Struct("<IIBBHIQQ")
 HEAD = struct.Struct("<IIBBH")               # total, body_len, kind, flags, pk_len
-PREV_HASH = struct.Struct("<QQ")             # at +16
+PREV_HASH = struct.Struct("<QQ")             # at PREV_HASH_AT
+RECORD_HEADER = HEADER.size                  # 32: the key starts here
 FLAGS_AT = 9
+PREV_HASH_AT = 16
+ALIGN = 8                                    # records start 8-aligned
 
 KIND_VALUE = 1
 KIND_MARKER = 2
@@ -64,25 +80,130 @@ SUPERSEDED = 1
 SLOT_WAS_EMPTY = 2
 INT_KEY = 4
 
+LOG_ENTRY = struct.Struct("<Q")              # one offset of the heap's offset log
 ENTRY = struct.Struct("<QQ")
 ENTRY_SIZE = 16
+ENTRY_SHIFT = 4                              # slot << ENTRY_SHIFT == slot * ENTRY_SIZE
+ENTRY_OFFSET_AT = 8                          # the offset word of an entry
 TOMBSTONE = (1 << 64) - 1
 INT_ENTRY = 1 << 62
 OFFSET_MASK = INT_ENTRY - 1
 INT_MIN = -(1 << 63)
 INT_MAX = (1 << 63) - 1
+UINT_MAX = (1 << 64) - 1
 
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
 MAX_RECORD_BYTES = 16 << 20
 MIN_RECORD = 40            # header + 1-byte key + empty body, 8-aligned
+MAX_LOAD = 0.7             # most entries a directory or index table holds per slot
+
+
+class TornRead(Exception):
+    """A lock-free read saw bytes that cannot be right (a writer was at work);
+    the read is retried, and under the lock if need be."""
 
 
 def heap_segment_size(cap: int) -> int:
     """Bytes of a heap segment with ``cap`` bytes of records and their offset log."""
     return cap + (cap // MIN_RECORD + 1) * 8
 
+
+def record_size(pk_len: int, body_len: int) -> int:
+    """Bytes a record takes in the heap, padding included."""
+    return (RECORD_HEADER + pk_len + body_len + ALIGN - 1) & ~(ALIGN - 1)
+
+
+def entry_at(slot: int) -> int:
+    """Byte offset of directory slot ``slot``."""
+    return slot << ENTRY_SHIFT
+
+
+def entry_word(offset: int, int_flag: int) -> int:
+    """The offset word of a directory entry pointing at ``offset``."""
+    return (offset + 1) | int_flag
+
+
+def entry_record(word: int) -> int:
+    """The record offset a directory entry's offset word points at."""
+    return (word & OFFSET_MASK) - 1
+
+
+PROBE_FULL = -2                              # probe(): no empty entry on the whole path
+
+
+def probe(dw: Any, heap: Any, shift: int, mask: int, h: int, pkb: bytes,
+          int_flag: int) -> tuple[int, int, int]:
+    """Find a key in a PkDirectory: ``(slot, record offset, first tombstone)``.
+
+    ``dw`` is the directory as words (layout.words): entry ``i`` is the hash
+    at ``dw[2 * i]`` and the offset word at ``dw[2 * i + 1]``.  The offset is
+    -1 when the key is absent (``slot`` is then the empty entry ending its
+    probe path) and PROBE_FULL when the walk met no empty entry (a full or
+    torn directory).  Bounded by the capacity, so a lock-free caller cannot
+    loop on torn bytes.  Int keys compare by hash alone (their hash is a
+    bijection); others by their msgpack bytes.
+    """
+    i = h >> shift
+    tomb = -1
+    head = HEAD.unpack_from
+    for _ in range(mask + 1):
+        eo = dw[2 * i + 1]
+        if eo == 0:
+            return i, -1, tomb
+        if eo == TOMBSTONE:
+            if tomb < 0:
+                tomb = i
+        elif dw[2 * i] == h and eo & INT_ENTRY == int_flag:
+            off = (eo & OFFSET_MASK) - 1
+            if int_flag:
+                return i, off, tomb
+            start = off + RECORD_HEADER
+            if heap[start:start + head(heap, off)[4]] == pkb:
+                return i, off, tomb
+        i = (i + 1) & mask
+    return i, PROBE_FULL, tomb
+
+
+_unpackb = msgpack.unpackb
+
+
+def decode_body(heap: Any, start: int, body_len: int) -> Any:
+    return _unpackb(heap[start:start + body_len], strict_map_key=False)
+
+
+def decode_at(heap: Any, off: int) -> Any:
+    """The record stored at ``off``, or None for a delete marker."""
+    _, blen, kind, _, pklen = HEAD.unpack_from(heap, off)
+    if kind != KIND_VALUE:
+        return None
+    return decode_body(heap, off + RECORD_HEADER + pklen, blen)
+
+
+def key_bytes_at(heap: Any, off: int, pk_len: int) -> Any:
+    start = off + RECORD_HEADER
+    return heap[start:start + pk_len]
+
+
 _packb = msgpack.Packer(use_bin_type=True).pack
+_pack_strict = msgpack.Packer(use_bin_type=True, strict_types=True).pack
+
+
+def normalize_key(pk: object) -> object:
+    """A primary key as it will be stored: int/str/bytes subclasses (IntEnum,
+    str Enum) become the base type, so they find the same record."""
+    t = type(pk)
+    if t is int or t is str or t is bytes:
+        return pk
+    if isinstance(pk, bool):
+        return pk
+    if isinstance(pk, int):
+        return int.__index__(pk)
+    if isinstance(pk, str):
+        return str.__str__(pk)
+    if isinstance(pk, (bytes, bytearray, memoryview)):
+        return bytes(pk)
+    return pk
 
 
 def encode_key(pk: object) -> bytes:
@@ -96,17 +217,64 @@ def encode_key(pk: object) -> bytes:
         raise UnstorableValueError(f"primary key {pk!r} cannot be stored: {exc}") from None
 
 
-def encode_record(record: dict, table: str, limit: int = MAX_RECORD_BYTES) -> bytes:
+def encode_record(record: dict, table: str,
+                  limit: int = MAX_RECORD_BYTES) -> tuple[bytes, dict]:
+    """``(msgpack body, the record as it will read back)``.  The second is
+    ``record`` itself unless it held values that are stored as another type."""
     try:
-        body = _packb(record)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise UnstorableValueError(
-            f"a record for table {table!r} cannot be stored: {exc}") from None
+        body = _pack_strict(record)
+    except (TypeError, ValueError, OverflowError):
+        try:
+            record = normalize_value(record)
+            body = _pack_strict(record)
+        except UnstorableValueError as exc:
+            raise UnstorableValueError(f"a record for table {table!r} cannot be stored: "
+                                       f"{exc.message}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise UnstorableValueError(
+                f"a record for table {table!r} cannot be stored: {exc}") from None
     if len(body) > limit:
         raise RecordTooLargeError(
             f"a record for table {table!r} encodes to {len(body)} bytes, over the "
             f"limit of {limit}")
-    return body
+    return body, record
+
+
+# Keys that read back as themselves (hashable); a tuple key would read back as a list.
+_SCALAR_KEYS = frozenset({str, int, bytes, bool, float, type(None)})
+
+
+def normalize_value(value: Any) -> Any:
+    """``value`` as msgpack stores and reads it back: tuples become lists, and
+    subclasses of int, float, str and bytes their base type.  Raises
+    UnstorableValueError for a map key that is not str, int or bytes (it
+    would not read back as a usable key) and for types msgpack cannot hold."""
+    t = type(value)
+    if t is str or t is int or t is float or t is bool or t is bytes or value is None:
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            tk = type(k)
+            if tk not in _SCALAR_KEYS:
+                if isinstance(k, (str, int, bytes, float)):
+                    k = normalize_value(k)
+                else:
+                    raise UnstorableValueError(
+                        f"map key {k!r} ({tk.__name__}) is not str, int or bytes")
+            out[k] = normalize_value(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [normalize_value(v) for v in value]
+    if isinstance(value, int):
+        return int.__index__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise UnstorableValueError(f"{t.__name__} value {value!r} is not a msgpack type")
 
 
 def key_hash(pk: object, pkb: bytes) -> tuple[int, int]:
@@ -114,3 +282,36 @@ def key_hash(pk: object, pkb: bytes) -> tuple[int, int]:
     if type(pk) is int and INT_MIN <= pk <= INT_MAX:
         return ((pk & MASK64) * GOLDEN) & MASK64, INT_ENTRY
     return (crc32(pkb) * GOLDEN) & MASK64, 0
+
+
+Change = tuple[Any, bytes, int, int, bytes, int, int, Any]
+"""An encoded change: (pk, key bytes, key hash, INT_ENTRY or 0, body, mode,
+record size, the record as it will read back or None)."""
+
+
+def encode_changes(changes: Iterable[tuple[Any, Any, int]], table: str,
+                   limit: int = MAX_RECORD_BYTES) -> tuple[list[Change], int, int]:
+    """The first step of a write: encode every ``(pk, record, mode)`` change,
+    so that bad input fails before anything changes.  Returns the encoded
+    changes, their total record bytes, and how many may add a key.  Hot path."""
+    packb = _packb
+    batch = []
+    nbytes = nkeys = 0
+    for pk, record, mode in changes:
+        if type(pk) is int and INT_MIN <= pk <= INT_MAX:
+            pkb = packb(pk)
+            h, int_key = ((pk & MASK64) * GOLDEN) & MASK64, INT_ENTRY
+        else:
+            pk = normalize_key(pk)
+            pkb = encode_key(pk)
+            h, int_key = key_hash(pk, pkb)
+        if mode == DELETE:
+            body = b""
+            record = None
+        else:
+            nkeys += 1
+            body, record = encode_record(record, table, limit)
+        total = record_size(len(pkb), len(body))
+        batch.append((pk, pkb, h, int_key, body, mode, total, record))
+        nbytes += total
+    return batch, nbytes, nkeys

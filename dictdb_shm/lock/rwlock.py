@@ -1,49 +1,59 @@
 """TableLock: the cross-process reader-writer lock of one table.
 
-Owns: the lock region of a table's catalog slot, the table's two POSIX
-semaphores, and each process's bookkeeping of which thread holds what.
-Must never: touch records; after taking over from a dead writer it calls the
-store's ``recover`` and nothing else.
+Owns: the lock region of a table's catalog slot (the table's mutex, the
+writer record, the reader slots), the table's ``drain`` semaphore, and each
+process's bookkeeping of which thread holds what.  Must never: touch
+records; after a holder died it calls the store's ``recover`` and nothing
+else.
 
 Design
 ------
-* ``W`` (a posix_ipc semaphore, value 1) is held by a writer for its whole
-  write, and by a reader only for the moment it takes a reader slot.  Once a
-  writer holds W no new reader gets in, so writers are not starved.
-* A read lock is a flag in one of ``READER_SLOTS`` slots (pid, start ticks,
-  flag), taken under W and dropped without it.  A writer holding W waits
-  until every flag is clear, sleeping on the ``drain`` semaphore, which a
-  reader posts when it leaves while a writer waits.
-* Holding W for writing also makes the store's ``seq`` odd, which sends the
-  lock-free readers of store.py to ``read_lock()``: to them, ``write_lock()``
-  excludes readers exactly like a DictDB RWLock.
-* Threads: the write lock is owned by one thread and is reentrant for it; a
-  thread holding the write lock may also read.  Read locks are per thread and
-  reentrant.  A thread holding only a read lock that asks to write gets
-  LockUpgradeError (waiting would deadlock).  After ``fork`` the child holds
-  nothing.
+* **Ownership is known to the kernel.**  The table's mutex is a robust,
+  process-shared pthread mutex in the lock region (robust_mutex.py).  The
+  kernel reports its holder's death to the next locker (EOWNERDEAD), and
+  nothing else ever frees it.  So there is no window in which the table is
+  held but nobody can prove by whom: a live process, however long it is
+  paused (SIGSTOP, swap, a long GC), is never taken over, and two writers
+  can never hold a table at once.  Uncontended, taking and dropping it costs
+  no system call.
+* **Holder record.**  Right after taking the mutex a writer records itself
+  (pid, start ticks) in the lock region and clears the record right before
+  unlocking.  It is never proof of ownership; it names the pid in
+  LockTimeoutError and tells housekeeping a dead writer may have left a
+  table half-written.  Whoever gets the mutex with OWNER_DIED and finds a
+  record left runs the store's undo first.
+* **Readers** take the mutex only for the moment they claim one of
+  ``READER_SLOTS`` flags (pid, start ticks, flag), and drop the flag without
+  it.  A writer holding the mutex waits until every flag is clear, sleeping
+  on the ``drain`` semaphore that a leaving reader posts, so once a writer
+  holds the table no new reader gets in: writers are not starved.  Flags of
+  dead readers are cleared only under the mutex (claims happen under it
+  too, so a slot being re-claimed is never cleared).
+* **The store's seq.**  Holding the table for writing makes the store's
+  ``seq`` odd, which sends lock-free readers (store.py) to ``read_lock()``.
+* **Stale handles.**  Under the mutex, before touching anything else in the
+  slot, a handle checks the slot still holds its table (``uid``).  A handle
+  of a dropped table raises TableNotFoundError, and one of a destroyed
+  database DatabaseClosedError, having changed nothing.
+* **Threads.**  The mutex belongs to a thread, so threads of one process
+  exclude each other through it too.  The write lock is owned by one thread
+  and is reentrant for it; that thread may also read.  Read locks are per
+  thread and reentrant.  A thread holding only a read lock that asks to
+  write gets LockUpgradeError (waiting would deadlock).
+* **Fork.**  A child holds nothing: the mutex records its owner's thread id,
+  which no thread of the child has, and the child's bookkeeping is reset.
+* **Shared words** are read and written through one ``"Q"`` view of the
+  catalog (engine/layout.py): ``struct.pack_into`` zero-fills before it
+  writes, which a reader or a crash could see.
 
-Liveness (DESIGN.md invariant 4)
---------------------------------
-POSIX semaphores are not robust, so holders are recorded: W's holder as
-(pid, start ticks, epoch) right after acquiring it, cleared (epoch + 1) right
-before releasing it; a reader's slot likewise.  A waiter checks the recorded
-holder every ``POLL`` seconds.  A dead W holder is *taken over*: under a
-kernel ``lockf`` on the catalog file (released by the kernel if the repairer
-dies too, so repairs never stack), the waiter checks the record is unchanged
-and writes itself as holder; W's count is never posted twice.  It then runs
-the store's undo and carries on as the new holder.  A holder killed between
-acquiring W and recording itself leaves no record: W unavailable, no holder,
-and the same epoch for ``ORPHAN_GRACE`` seconds is taken over the same way.
-Dead readers' flags are cleared by a waiting writer.  With POLL = 0.05 s a dead
-holder costs the others about 0.1 s, and ORPHAN_GRACE (1 s) in the rare case.
+Liveness: a dead writer's mutex passes to the next waiter the moment the
+kernel has reaped the writer; it runs undo and goes on.  A dead reader's flag is cleared by the writer waiting for it within
+``DEAD_READER_CHECK`` seconds.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import struct
 import threading
 import time
 import weakref
@@ -53,19 +63,30 @@ from typing import Any, Callable, Iterator
 import posix_ipc
 
 from dictdb_shm.engine import layout as L
-from dictdb_shm.errors import LockTimeoutError, LockUpgradeError
+from dictdb_shm.lock import robust_mutex
+from dictdb_shm.lock.robust_mutex import BUSY, SharedMutex
+from dictdb_shm.errors import (DatabaseClosedError, LockTimeoutError, LockUpgradeError,
+                               TableNotFoundError)
 from dictdb_shm.procinfo import is_alive, own_identity
 
-POLL = 0.05
-ORPHAN_GRACE = 1.0
+POLL = 0.05                 # how often a reader retries when all slots are taken
 DEAD_READER_CHECK = 0.1
+DRAIN_POLL = 0.005
 
-_HOLDER = L.THREE_U64
-_U64 = L.U64
-_FLAGS = struct.Struct(f"<{L.READER_SLOTS}Q")
+_SLOTS = L.READER_SLOTS
 _get_ident = threading.get_ident
+_monotonic = time.monotonic
+
+# Test-only: scenario name -> callable, run at the named point.  Empty in
+# normal use; tests/workers.py fills it to hold a process at an exact point.
+hooks: dict[str, Callable[[], None]] = {}
 
 _all_locks: "weakref.WeakSet[TableLock]" = weakref.WeakSet()
+
+
+def init_lock_region(buf: Any, slot_base: int) -> None:
+    """Set up a new table's lock region (zeroed by the caller): its mutex."""
+    robust_mutex.initialize(buf, slot_base + L.LOCK_REGION + L.LOCK_MUTEX)
 
 
 def _forget_after_fork() -> None:
@@ -84,22 +105,30 @@ class TableLock:
     table and the pid seen holding the lock.
     """
 
-    def __init__(self, db: str, table: str, catalog: Any, repair_fd: int, slot_index: int,
-                 wsem: posix_ipc.Semaphore, drain: posix_ipc.Semaphore,
-                 timeout: float) -> None:
+    def __init__(self, db: str, table: str, uid: int, catalog: Any, slot_index: int,
+                 drain: posix_ipc.Semaphore, timeout: float) -> None:
         self.db = db
         self.table = table
+        self.uid = uid
         self.timeout = timeout
         self.recover: Callable[[], None] | None = None
-        self._cat = catalog
-        self._repair_fd = repair_fd
-        self._slot_index = slot_index
+        # Every shared word is read and written through one "Q" view (one
+        # 8-byte load or store each: see engine/layout.py).
+        self._w = L.words(catalog)
         slot = L.slot_offset(slot_index)
-        self._lbase = slot + L.LOCK_REGION
-        self._seq_at = slot + L.STORE_REGION + L.STORE_SEQ
-        self._w = wsem
+        lock_w = (slot + L.LOCK_REGION) // L.WORD
+        self._pid_w = lock_w + L.LOCK_WRITER // L.WORD
+        self._ticks_w = self._pid_w + 1
+        self._waiting_w = lock_w + L.LOCK_WRITER_WAITING // L.WORD
+        self._hwm_w = lock_w + L.LOCK_READER_HWM // L.WORD
+        self._flags_w = lock_w + L.LOCK_READER_FLAGS // L.WORD
+        self._rpid_w = lock_w + L.LOCK_READER_PIDS // L.WORD
+        self._rticks_w = lock_w + L.LOCK_READER_TICKS // L.WORD
+        self._seq_w = (slot + L.STORE_REGION + L.STORE_SEQ) // L.WORD
+        self._uid_w = (slot + L.STORE_REGION + L.STORE_UID) // L.WORD
+        self._mutex = SharedMutex(catalog, slot + L.LOCK_REGION + L.LOCK_MUTEX,
+                                  f"the lock of table {table!r}")
         self._drain = drain
-        self._repair_mutex = threading.Lock()
         self._reset_local()
         _all_locks.add(self)
 
@@ -132,24 +161,37 @@ class TableLock:
     def write_held_by_me(self) -> bool:
         return self._owner == _get_ident()
 
+    def holder(self) -> tuple[int, int]:
+        """(pid, start ticks) recorded as the writer, (0, 0) when none."""
+        w = self._w
+        return w[self._pid_w], w[self._ticks_w]
+
     # --------------------------------------------------------------- writing
     def acquire_write(self, timeout: float | None = None) -> None:
+        """Hot path (every write call): uncontended, one C call to lock."""
         me = _get_ident()
         if self._owner == me:
             self._depth += 1
             return
         if getattr(self._tls, "depth", 0):
             raise LockUpgradeError(f"this thread holds a read lock on table {self.table!r}")
-        took_over = self._acquire_w(timeout)
+        if timeout is None:
+            timeout = self.timeout
+        self._enter(timeout)
         try:
-            seq = _U64.unpack_from(self._cat, self._seq_at)[0]
+            w = self._w
+            dead_writer = w[self._pid_w]
+            w[self._ticks_w] = self._me[1]
+            w[self._pid_w] = self._me[0]
+            if hooks:
+                _run_hook("write_recorded")
+            seq = w[self._seq_w]
             if not seq & 1:
-                _U64.pack_into(self._cat, self._seq_at, seq + 1)
-            if took_over and self.recover is not None:
+                w[self._seq_w] = seq + 1
+            if dead_writer and self.recover is not None:
                 self.recover()
-            if _U64.unpack_from(self._cat, self._lbase + L.LOCK_READER_HWM)[0]:
-                deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-                self._wait_for_readers(deadline)
+            if w[self._hwm_w]:
+                self._wait_for_readers(_monotonic() + timeout)
         except BaseException:
             self._end_write()
             raise
@@ -167,22 +209,35 @@ class TableLock:
         self._end_write()
 
     def _end_write(self) -> None:
-        seq = _U64.unpack_from(self._cat, self._seq_at)[0]
+        w = self._w
+        seq = w[self._seq_w]
         if seq & 1 and seq != L.SEQ_DROPPED:
-            _U64.pack_into(self._cat, self._seq_at, seq + 1)
-        self._release_w()
+            w[self._seq_w] = seq + 1
+        w[self._pid_w] = 0
+        w[self._ticks_w] = 0
+        self._mutex.release()
+
+    def _end_seq(self) -> None:
+        """Make the store's seq even again: the table is consistent."""
+        w = self._w
+        seq = w[self._seq_w]
+        if seq & 1 and seq != L.SEQ_DROPPED:
+            w[self._seq_w] = seq + 1
+
+    def _flags(self) -> list[int]:
+        return self._w[self._flags_w:self._flags_w + _SLOTS].tolist()
 
     def _wait_for_readers(self, deadline: float) -> None:
-        cat, base = self._cat, self._lbase
-        if not any(_FLAGS.unpack_from(cat, base + L.LOCK_READER_FLAGS)):
+        w = self._w
+        if not any(self._flags()):
             return
-        _U64.pack_into(cat, base + L.LOCK_WRITER_WAITING, 1)
+        w[self._waiting_w] = 1
         try:
             last_check = 0.0
-            while any(_FLAGS.unpack_from(cat, base + L.LOCK_READER_FLAGS)):
-                now = time.monotonic()
+            while any(self._flags()):
+                now = _monotonic()
                 if now - last_check >= DEAD_READER_CHECK:
-                    self.clear_dead_readers()
+                    self._clear_dead_readers()
                     last_check = now
                     continue
                 if now > deadline:
@@ -190,11 +245,11 @@ class TableLock:
                         f"timed out waiting for readers of table {self.table!r} to finish",
                         table=self.table, holder_pid=self._first_reader_pid())
                 try:
-                    self._drain.acquire(0.005)
+                    self._drain.acquire(DRAIN_POLL)
                 except posix_ipc.BusyError:
                     pass
         finally:
-            _U64.pack_into(cat, base + L.LOCK_WRITER_WAITING, 0)
+            w[self._waiting_w] = 0
 
     # --------------------------------------------------------------- reading
     def acquire_read(self, timeout: float | None = None) -> None:
@@ -205,22 +260,17 @@ class TableLock:
                 tls.slot = -1            # reading under our own write lock
             tls.depth = depth + 1
             return
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        deadline = _monotonic() + (self.timeout if timeout is None else timeout)
         while True:
-            took_over = self._acquire_w(max(0.0, deadline - time.monotonic()))
+            self._enter(max(0.0, deadline - _monotonic()))
             try:
-                if took_over:
-                    if self.recover is not None:
-                        self.recover()
-                    seq = _U64.unpack_from(self._cat, self._seq_at)[0]
-                    if seq & 1 and seq != L.SEQ_DROPPED:
-                        _U64.pack_into(self._cat, self._seq_at, seq + 1)
+                self._repair_if_writer_died()
                 slot = self._claim_reader_slot()
             finally:
-                self._release_w()
+                self._mutex.release()
             if slot >= 0:
                 break
-            if time.monotonic() > deadline:
+            if _monotonic() > deadline:
                 raise LockTimeoutError(
                     f"all {L.READER_SLOTS} reader slots of table {self.table!r} are taken",
                     table=self.table, holder_pid=self._first_reader_pid(),
@@ -237,119 +287,119 @@ class TableLock:
         tls.depth = depth - 1
         if depth > 1 or tls.slot < 0:
             return
-        cat, base = self._cat, self._lbase
-        _U64.pack_into(cat, base + L.LOCK_READER_FLAGS + 8 * tls.slot, 0)
-        if _U64.unpack_from(cat, base + L.LOCK_WRITER_WAITING)[0]:
+        w = self._w
+        w[self._flags_w + tls.slot] = 0
+        if w[self._waiting_w]:
             self._drain.release()
 
     def _claim_reader_slot(self) -> int:
-        """Under W: a free reader slot, flagged as ours, or -1 when all are taken."""
-        cat, base = self._cat, self._lbase
-        flags = _FLAGS.unpack_from(cat, base + L.LOCK_READER_FLAGS)
+        """Under the kernel lock: a free reader slot, flagged as ours, or -1."""
+        w = self._w
+        flags = self._flags()
         try:
             i = flags.index(0)
         except ValueError:
-            self.clear_dead_readers()
-            flags = _FLAGS.unpack_from(cat, base + L.LOCK_READER_FLAGS)
+            self._clear_dead_readers()
+            flags = self._flags()
             if 0 not in flags:
                 return -1
             i = flags.index(0)
         pid, ticks = self._me
-        _U64.pack_into(cat, base + L.LOCK_READER_PIDS + 8 * i, pid)
-        _U64.pack_into(cat, base + L.LOCK_READER_TICKS + 8 * i, ticks)
-        _U64.pack_into(cat, base + L.LOCK_READER_FLAGS + 8 * i, 1)
-        if _U64.unpack_from(cat, base + L.LOCK_READER_HWM)[0] <= i:
-            _U64.pack_into(cat, base + L.LOCK_READER_HWM, i + 1)
+        w[self._rpid_w + i] = pid
+        w[self._rticks_w + i] = ticks
+        w[self._flags_w + i] = 1
+        if w[self._hwm_w] <= i:
+            w[self._hwm_w] = i + 1
         return i
 
-    def clear_dead_readers(self) -> int:
-        """Drop the read locks of dead processes.  Safe without W: only a slot's
-        owner ever sets its flag, and a dead owner never will again."""
-        cat, base = self._cat, self._lbase
-        flags = _FLAGS.unpack_from(cat, base + L.LOCK_READER_FLAGS)
+    def _clear_dead_readers(self) -> int:
+        """Under the kernel lock: drop the read locks of dead processes."""
+        w = self._w
         cleared = 0
-        for i, flag in enumerate(flags):
-            if flag:
-                pid = _U64.unpack_from(cat, base + L.LOCK_READER_PIDS + 8 * i)[0]
-                ticks = _U64.unpack_from(cat, base + L.LOCK_READER_TICKS + 8 * i)[0]
-                if not is_alive(pid, ticks):
-                    _U64.pack_into(cat, base + L.LOCK_READER_FLAGS + 8 * i, 0)
-                    cleared += 1
+        for i, flag in enumerate(self._flags()):
+            if flag and not is_alive(w[self._rpid_w + i], w[self._rticks_w + i]):
+                w[self._flags_w + i] = 0
+                cleared += 1
         return cleared
 
     def _first_reader_pid(self) -> int | None:
-        cat, base = self._cat, self._lbase
-        for i, flag in enumerate(_FLAGS.unpack_from(cat, base + L.LOCK_READER_FLAGS)):
+        for i, flag in enumerate(self._flags()):
             if flag:
-                return _U64.unpack_from(cat, base + L.LOCK_READER_PIDS + 8 * i)[0]
+                return self._w[self._rpid_w + i]
         return None
 
-    # ------------------------------------------------------------ W and repair
-    def _acquire_w(self, timeout: float | None) -> bool:
-        """Take W within ``timeout`` seconds (None: the lock's own), recording
-        ourselves as holder.  True when taken over from a dead holder (the
-        caller must then run the store's undo)."""
-        took_over = False
+    # ----------------------------------------------------- repair when idle
+    def repair_abandoned(self) -> bool:
+        """Clean up after dead holders if the table is free right now: clear
+        dead readers' flags, and undo a dead writer's unfinished call.  Never
+        waits; False when the table is busy (a live holder repairs nothing).
+        For housekeeping, so a table nobody waits on does not stay half-written."""
+        if not self._abandoned() or self.held_by_me():
+            return False
+        got = self._mutex.try_acquire()
+        if got == BUSY:
+            return False
         try:
-            self._w.acquire(0)
-        except posix_ipc.BusyError:
-            deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-            took_over = self._wait_w(deadline)
-        if not took_over:
-            epoch = _HOLDER.unpack_from(self._cat, self._lbase)[2]
-            pid, ticks = self._me
-            _HOLDER.pack_into(self._cat, self._lbase, pid, ticks, epoch + 1)
-        return took_over
+            self._check_still_mine()
+            self._repair_if_writer_died()
+            self._clear_dead_readers()
+        finally:
+            self._mutex.release()
+        return True
 
-    def _wait_w(self, deadline: float) -> bool:
-        unowned_epoch = None
-        unowned_since = 0.0
-        while True:
-            try:
-                self._w.acquire(POLL)
-                return False
-            except posix_ipc.BusyError:
-                pass
-            pid, ticks, epoch = _HOLDER.unpack_from(self._cat, self._lbase)
-            now = time.monotonic()
-            if pid:
-                unowned_epoch = None
-                if not is_alive(pid, ticks) and self._take_over(pid, ticks, epoch):
-                    return True
-            elif unowned_epoch != epoch:
-                unowned_epoch, unowned_since = epoch, now
-            elif now - unowned_since >= ORPHAN_GRACE and self._take_over(0, 0, epoch):
-                return True
-            if now > deadline:
-                raise LockTimeoutError(
-                    f"timed out waiting for the lock of table {self.table!r}"
-                    + (f" held by pid {pid}" if pid else ""),
-                    table=self.table, holder_pid=pid or None)
+    def _abandoned(self) -> bool:
+        """Without the lock, a hint: does a dead process hold anything here?"""
+        pid, ticks = self.holder()
+        if pid and not is_alive(pid, ticks):
+            return True
+        w = self._w
+        return any(flag and not is_alive(w[self._rpid_w + i], w[self._rticks_w + i])
+                   for i, flag in enumerate(self._flags()))
 
-    def _take_over(self, pid: int, ticks: int, epoch: int) -> bool:
-        """Become W's holder in place of a dead one, if nobody did it first."""
-        with self._repair_mutex:
-            fcntl.lockf(self._repair_fd, fcntl.LOCK_EX, 1, self._slot_index)
-            try:
-                if _HOLDER.unpack_from(self._cat, self._lbase) != (pid, ticks, epoch):
-                    return False
-                if self._w.value != 0:
-                    return False
-                me, my_ticks = self._me
-                _HOLDER.pack_into(self._cat, self._lbase, me, my_ticks, epoch + 1)
-                return True
-            finally:
-                fcntl.lockf(self._repair_fd, fcntl.LOCK_UN, 1, self._slot_index)
+    def _repair_if_writer_died(self) -> None:
+        """Under the kernel lock: a writer record left behind means its writer
+        died inside a write call; undo it and end its write."""
+        w = self._w
+        if not w[self._pid_w]:
+            return
+        if self.recover is not None:
+            self.recover()
+        self._end_seq()
+        w[self._pid_w] = 0
+        w[self._ticks_w] = 0
 
-    def _release_w(self) -> None:
-        epoch = _HOLDER.unpack_from(self._cat, self._lbase)[2]
-        _HOLDER.pack_into(self._cat, self._lbase, 0, 0, epoch + 1)
-        self._w.release()
+    # ------------------------------------------------- the gate and the kernel
+    def _enter(self, timeout: float) -> None:
+        """Take the table's mutex within ``timeout`` seconds; raise (not
+        holding it) if the slot no longer holds our table."""
+        if self._mutex.acquire(timeout) == BUSY:
+            raise self._timeout_error()
+        if hooks:
+            _run_hook("mutex_taken")
+        if self._w[self._uid_w] != self.uid:
+            self._mutex.release()
+            self._check_still_mine()
 
-    def holder(self) -> tuple[int, int]:
-        """(pid, start ticks) recorded as W's holder, (0, 0) when free."""
-        pid, ticks, _ = _HOLDER.unpack_from(self._cat, self._lbase)
-        return pid, ticks
+    def _check_still_mine(self) -> None:
+        """The slot must still hold this table."""
+        if self._w[self._uid_w] == self.uid:
+            return
+        if self._w[L.DESTROYED_AT // L.WORD]:
+            raise DatabaseClosedError(f"database {self.db!r} was destroyed")
+        raise TableNotFoundError(f"table {self.table!r} was dropped")
+
+    def _timeout_error(self) -> LockTimeoutError:
+        pid = self.holder()[0]
+        return LockTimeoutError(
+            f"timed out waiting for the lock of table {self.table!r}"
+            + (f" held by pid {pid}" if pid else ""),
+            table=self.table, holder_pid=pid or None)
 
     def __repr__(self) -> str:
         return f"<TableLock {self.db}/{self.table}>"
+
+
+def _run_hook(point: str) -> None:
+    hook = hooks.get(point)
+    if hook is not None:
+        hook()

@@ -1,0 +1,102 @@
+"""Searched scans: find the records holding ``field == value`` by searching the
+heap's bytes, instead of decoding every record.
+
+Owns: which msgpack byte forms a value can take, the regular expression that
+finds ``field: value`` pairs in a heap, and turning a match back into the
+record around it (through the heap's offset log).  Must never: decide when to
+search (core/planner.py does), or promise exact answers: it returns a
+superset of the matching live records, which the caller re-checks.
+
+Why it works: a record holding ``field: v`` holds the bytes msgpack(field)
+followed by msgpack(v), because a msgpack map key is followed by its value.
+Our packer is canonical (minimal ints, float64 floats), so the forms of a
+number Python finds equal (``1``, ``1.0``, ``True``; ``0.0`` and ``-0.0``) are
+a short, closed list.  Lists and dicts compare element-wise across types, so
+their set of forms is open and they are not searched.
+
+Called inside a read: without a lock the bytes may be torn, so a match the
+offset log does not explain raises TornRead and the read is retried.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from typing import Any, Iterable, Iterator
+
+from dictdb_shm.engine import records as R
+
+_RHEAD = R.HEAD.unpack_from
+_VALUE = R.KIND_VALUE
+
+
+def value_encodings(value: Any) -> list[bytes] | None:
+    """Every msgpack encoding of a value equal to ``value``, or None when that
+    set is open (lists, dicts, other types) or empty (NaN)."""
+    t = type(value)
+    if t is str or t is bytes or value is None:
+        return [R._packb(value)]
+    if t is bool or t is int or t is float:
+        if value != value:                     # NaN equals nothing
+            return None
+        try:
+            f: float | None = float(value)
+        except OverflowError:                  # an int beyond any float
+            f = None
+        forms = []
+        if f is not None:
+            forms.append(R._packb(f))
+            if f == 0:                         # 0.0 == -0.0, encoded apart
+                forms += [R._packb(0.0), R._packb(-0.0)]
+        if f is None or f.is_integer():
+            n = int(value)
+            if R.INT_MIN <= n <= R.UINT_MAX:
+                forms.append(R._packb(n))
+            if n in (0, 1):
+                forms.append(R._packb(bool(n)))
+        return forms
+    return None
+
+
+def pair_pattern(field: str, values: Iterable[Any]) -> "re.Pattern[bytes] | None":
+    """A pattern matching ``field`` followed by any form of any of ``values``;
+    None when some value cannot be searched (the caller scans)."""
+    forms: list[bytes] = []
+    for v in values:
+        enc = value_encodings(v)
+        if enc is None:
+            return None
+        forms.extend(enc)
+    if not forms:
+        return None
+    return re.compile(re.escape(R._packb(field)) + b"(?:" + b"|".join(
+        re.escape(f) for f in dict.fromkeys(forms)) + b")")
+
+
+def records_around(heap: Any, heap_end: int, heap_cap: int, n_records: int,
+                   needle: "re.Pattern[bytes]") -> Iterator[dict]:
+    """The live records of ``heap`` that hold a match of ``needle``.
+
+    The regular expression runs over the mapped bytes in C; a bisect of the
+    offset log (after ``heap_cap``) names the record around each match, and
+    only those records are decoded.
+    """
+    offsets = memoryview(heap)[heap_cap:heap_cap + 8 * n_records].cast("Q")
+    try:
+        last = -1
+        i = 0
+        decode = R.decode_body
+        for m in needle.finditer(heap, 0, heap_end):
+            pos = m.start()
+            i = bisect_right(offsets, pos, i, n_records) - 1
+            off = offsets[i]
+            if off == last:
+                continue
+            last = off
+            total, blen, kind, flags, pklen = _RHEAD(heap, off)
+            if off + total <= pos:
+                raise R.TornRead              # the log and the heap disagree
+            if kind == _VALUE and not flags & R.SUPERSEDED:
+                yield decode(heap, off + R.RECORD_HEADER + pklen, blen)
+    finally:
+        offsets.release()
