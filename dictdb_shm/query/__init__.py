@@ -14,7 +14,7 @@ Modules, each importing only those listed before it:
   ``Not``), ``Condition``, ``as_predicate``, ``compile_predicate``,
   ``referenced_fields``; ``node(record)``.
 * :mod:`.shape` -- ``order_rows``, ``project``, ``distinct_rows``, ``page``,
-  ``shape_rows``.
+  ``normalize_paging``, ``shape_rows``.
 * :mod:`.aggregate` -- ``Count``, ``Sum``, ``Avg``, ``Min``, ``Max``,
   ``Accumulator``, ``aggregate_rows``.
 """
@@ -47,6 +47,7 @@ from dictdb_shm.query.expr import (
 )
 from dictdb_shm.query.shape import (
     distinct_rows,
+    normalize_paging,
     order_rows,
     page,
     parse_order_by,
@@ -65,7 +66,7 @@ __all__ = [
     "Matcher", "like_prefix",
     # shape
     "order_rows", "parse_order_by", "project", "projector", "distinct_rows", "page",
-    "shape_rows", "sort_key",
+    "normalize_paging", "shape_rows", "sort_key",
     # aggregate
     "Aggregate", "Count", "Sum", "Avg", "Min", "Max", "Accumulator",
     "aggregate_rows",
