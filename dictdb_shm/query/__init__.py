@@ -15,12 +15,13 @@ Modules, each importing only those listed before it:
   ``referenced_fields``; ``node(record)``.
 * :mod:`.shape` -- ``order_rows``, ``project``, ``distinct_rows``, ``page``,
   ``normalize_paging``, ``shape_rows``.
-* :mod:`.aggregate` -- ``Count``, ``Sum``, ``Avg``, ``Min``, ``Max``,
-  ``Accumulator``, ``aggregate_rows``.
+* :mod:`.aggregate` -- ``Count``, ``Sum``, ``Avg``, ``Min``, ``Max`` (with
+  DictDB's ``compute``), ``Accumulator``, ``aggregate_rows``.
 """
 
 from dictdb_shm.query.aggregate import (
     Accumulator,
+    Agg,
     Aggregate,
     Avg,
     Count,
@@ -68,6 +69,6 @@ __all__ = [
     "order_rows", "parse_order_by", "project", "projector", "distinct_rows", "page",
     "normalize_paging", "shape_rows", "sort_key",
     # aggregate
-    "Aggregate", "Count", "Sum", "Avg", "Min", "Max", "Accumulator",
+    "Agg", "Aggregate", "Count", "Sum", "Avg", "Min", "Max", "Accumulator",
     "aggregate_rows",
 ]
