@@ -7,8 +7,10 @@ import random
 
 import pytest
 
+from dictdb_shm.errors import InvalidArgumentError
 from dictdb_shm.query import (
     distinct_rows,
+    normalize_paging,
     order_rows,
     page,
     parse_order_by,
@@ -231,13 +233,27 @@ def test_page():
     assert page(rows, 2, None) == [0, 1]
 
 
-@pytest.mark.parametrize("limit, offset, exc", [
-    (-1, 0, ValueError), (None, -1, ValueError), (1.5, 0, TypeError),
-    (None, "2", TypeError), (True, 0, TypeError), (None, False, TypeError),
+def test_page_reads_negative_values_as_dictdb_does():
+    rows = list(range(10))
+    assert page(rows, 3, -1) == [0, 1, 2]           # negative offset: 0
+    assert page(rows, -1, 8) == [8, 9]              # negative limit: no limit
+    assert page(iter(rows), -5, -5) == rows
+
+
+@pytest.mark.parametrize("limit, offset", [
+    (1.5, 0), (None, "2"), (True, 0), (None, False), ("3", 0), (None, 1.0),
 ])
-def test_page_rejects_bad_arguments(limit, offset, exc):
-    with pytest.raises(exc):
+def test_page_rejects_paging_that_is_not_an_int(limit, offset):
+    with pytest.raises(InvalidArgumentError, match="must be an int"):
         page([1, 2], limit, offset)
+
+
+@pytest.mark.parametrize("limit, offset, expected", [
+    (None, 0, (None, 0)), (5, 2, (5, 2)), (0, 0, (0, 0)), (-1, 3, (None, 3)),
+    (4, -2, (4, 0)), (-7, -7, (None, 0)), (None, None, (None, 0)),
+])
+def test_normalize_paging(limit, offset, expected):
+    assert normalize_paging(limit, offset) == expected
 
 
 # --- shape_rows ------------------------------------------------------------------------
@@ -276,7 +292,9 @@ def test_shape_distinct_on_projected_columns_with_aliases():
 def test_shape_accepts_iterators_and_validates_paging():
     assert ids(shape_rows(iter(PEOPLE), order_by="-id", limit=2)) == [5, 4]
     assert ids(shape_rows(iter(PEOPLE), limit=2)) == [1, 2]
-    with pytest.raises(ValueError):
-        shape_rows(PEOPLE, limit=-1)
+    assert shape_rows(PEOPLE, limit=-1) == PEOPLE
+    assert ids(shape_rows(PEOPLE, order_by="id", limit=2, offset=-3)) == [1, 2]
+    with pytest.raises(InvalidArgumentError):
+        shape_rows(PEOPLE, limit="2")
     with pytest.raises(TypeError):
         shape_rows(PEOPLE, order_by=3)

@@ -4,18 +4,24 @@ Owns: the public names of ``dictdb_shm.query``.  Must never: import storage,
 lock or table code -- everything here works on plain dicts, so it can be
 tested, pickled and run in any process.
 
+Modules, each importing only those listed before it:
+
+* :mod:`.operands` -- the operator names (``OPS``) and the checks on the
+  value of one test.
+* :mod:`.evaluate` -- the closures that test one record (``Matcher``), the
+  matching rules, ``like_prefix``.
 * :mod:`.expr` -- ``Field``, the node tree (``Compare``, ``And``, ``Or``,
-  ``Not``), ``Condition``, ``as_predicate``.
-* :mod:`.evaluate` -- ``compile_predicate``, ``referenced_fields``,
-  ``like_prefix``.
+  ``Not``), ``Condition``, ``as_predicate``, ``compile_predicate``,
+  ``referenced_fields``; ``node(record)``.
 * :mod:`.shape` -- ``order_rows``, ``project``, ``distinct_rows``, ``page``,
-  ``shape_rows``.
-* :mod:`.aggregate` -- ``Count``, ``Sum``, ``Avg``, ``Min``, ``Max``,
-  ``Accumulator``, ``aggregate_rows``.
+  ``normalize_paging``, ``shape_rows``.
+* :mod:`.aggregate` -- ``Count``, ``Sum``, ``Avg``, ``Min``, ``Max`` (with
+  DictDB's ``compute``), ``Accumulator``, ``aggregate_rows``.
 """
 
 from dictdb_shm.query.aggregate import (
     Accumulator,
+    Agg,
     Aggregate,
     Avg,
     Count,
@@ -24,12 +30,7 @@ from dictdb_shm.query.aggregate import (
     Sum,
     aggregate_rows,
 )
-from dictdb_shm.query.evaluate import (
-    Matcher,
-    compile_predicate,
-    like_prefix,
-    referenced_fields,
-)
+from dictdb_shm.query.evaluate import Matcher, like_prefix
 from dictdb_shm.query.expr import (
     CASE_INSENSITIVE_OPS,
     COMPARISON_OPS,
@@ -42,9 +43,12 @@ from dictdb_shm.query.expr import (
     Or,
     Predicate,
     as_predicate,
+    compile_predicate,
+    referenced_fields,
 )
 from dictdb_shm.query.shape import (
     distinct_rows,
+    normalize_paging,
     order_rows,
     page,
     parse_order_by,
@@ -57,12 +61,14 @@ from dictdb_shm.query.shape import (
 __all__ = [
     # expr
     "Field", "Predicate", "Compare", "And", "Or", "Not", "Condition", "as_predicate",
-    "OPS", "COMPARISON_OPS", "CASE_INSENSITIVE_OPS",
+    "compile_predicate", "referenced_fields", "OPS", "COMPARISON_OPS",
+    "CASE_INSENSITIVE_OPS",
     # evaluate
-    "Matcher", "compile_predicate", "referenced_fields", "like_prefix",
+    "Matcher", "like_prefix",
     # shape
     "order_rows", "parse_order_by", "project", "projector", "distinct_rows", "page",
-    "shape_rows", "sort_key",
+    "normalize_paging", "shape_rows", "sort_key",
     # aggregate
-    "Aggregate", "Count", "Sum", "Avg", "Min", "Max", "Accumulator", "aggregate_rows",
+    "Agg", "Aggregate", "Count", "Sum", "Avg", "Min", "Max", "Accumulator",
+    "aggregate_rows",
 ]

@@ -1,8 +1,8 @@
 """Aggregates (Count, Sum, Avg, Min, Max) and grouping over matched rows.
 
 Owns: the aggregate descriptions (plain, picklable data), their running
-states, the :class:`Accumulator` that groups rows and can be merged with
-another one, and :func:`aggregate_rows`.
+states, DictDB's ``compute(values)`` on each, the :class:`Accumulator` that
+groups rows and can be merged with another one, and :func:`aggregate_rows`.
 
 Must never: filter rows, touch storage or bytes, or keep references to the
 rows it has seen.  States are plain lists of plain values so a partial result
@@ -21,6 +21,22 @@ Decisions (following DictDB where it says)
 * With ``group_by``, a missing group field groups as ``None``; group values
   are matched with ``==`` (so ``1`` and ``1.0`` are one group); groups come
   out in the order they were first seen.
+
+``compute(values)`` and ``aggregate()``
+---------------------------------------
+``agg.compute(values)`` is DictDB's call: it takes values already taken out
+of the rows (``None`` standing for a missing field) and follows DictDB to
+the letter.  ``None`` is skipped, except that ``Count()`` counts every value
+(one per row); with nothing left Sum, Avg, Min and Max give ``None`` and
+Count gives 0.  Sum and Avg add with ``+`` and Min and Max use ``min`` and
+``max``, so a value that does not add, or values that do not order against
+each other, are an InvalidArgumentError (DictDB raises a TypeError; this is
+one).  ``aggregate()`` and :class:`Accumulator` read rows, can be split over
+processes and merged, and are lenient where compute() is strict: Sum and Avg
+skip non-numbers, Min and Max order mixed values as above.  On values both
+accept -- numbers and bools, or values of one type that orders, without NaN
+-- the two agree: ``Sum("v").compute([r.get("v") for r in rows])`` equals
+``aggregate_rows(rows, s=Sum("v"))["s"]``.
 """
 
 from __future__ import annotations
@@ -28,9 +44,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable, ClassVar, NoReturn
 
+from dictdb_shm.errors import InvalidArgumentError
 from dictdb_shm.query.shape import _hashable, sort_key
 
-__all__ = ["Aggregate", "Count", "Sum", "Avg", "Min", "Max", "Accumulator", "aggregate_rows"]
+__all__ = ["Aggregate", "Agg", "Count", "Sum", "Avg", "Min", "Max", "Accumulator",
+           "aggregate_rows"]
 
 
 class Aggregate:
@@ -39,6 +57,8 @@ class Aggregate:
     The running state is a plain list the aggregate owns the layout of:
     :meth:`start` makes one, :meth:`step` folds a row into it,
     :meth:`merge` folds another state into it, :meth:`finish` reads it out.
+    :meth:`compute` is DictDB's one-shot call over plain values (see the
+    module docstring for how it relates to aggregating rows).
     """
 
     __slots__ = ("field",)
@@ -47,8 +67,8 @@ class Aggregate:
 
     def __init__(self, field: str) -> None:
         if not isinstance(field, str):
-            raise TypeError(f"{type(self).__name__}() needs a field name (str), "
-                            f"got {field!r}")
+            raise InvalidArgumentError(f"{type(self).__name__}() needs a field name (str), "
+                                       f"got {field!r}")
         object.__setattr__(self, "field", field)
 
     def __setattr__(self, name: str, value: Any) -> NoReturn:
@@ -81,6 +101,17 @@ class Aggregate:
     def finish(self, state: list) -> Any:  # pragma: no cover
         raise NotImplementedError
 
+    def compute(self, values: Iterable[Any]) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+
+# DictDB's name for the base class, so isinstance checks written for it work.
+Agg = Aggregate
+
+
+def _present(values: Iterable[Any]) -> list[Any]:
+    return [v for v in values if v is not None]
+
 
 class Count(Aggregate):
     """``Count()`` counts rows; ``Count("f")`` counts present, non-None ``f``."""
@@ -110,6 +141,12 @@ class Count(Aggregate):
     def finish(self, state: list) -> int:
         return state[0]
 
+    def compute(self, values: Iterable[Any]) -> int:
+        """How many values (``Count()``) or non-None values (``Count(f)``)."""
+        if self.field is None:
+            return sum(1 for _ in values)
+        return sum(1 for v in values if v is not None)
+
 
 class _Total(Aggregate):
     """State ``[total, n]``: n tells "no values" apart from "sums to 0"."""
@@ -129,6 +166,14 @@ class _Total(Aggregate):
         state[0] += other[0]
         state[1] += other[1]
 
+    def _add(self, present: list[Any]) -> Any:
+        try:
+            return sum(present)
+        except TypeError as exc:
+            raise InvalidArgumentError(
+                f"{self!r}.compute() adds numbers only: {exc}",
+                hint="drop the other values first; aggregate() skips them") from exc
+
 
 class Sum(_Total):
     """Sum of the numeric values; ``None`` when there are none."""
@@ -139,6 +184,11 @@ class Sum(_Total):
     def finish(self, state: list) -> int | float | None:
         return state[0] if state[1] else None
 
+    def compute(self, values: Iterable[Any]) -> Any:
+        """Sum of the non-None values; ``None`` when there are none."""
+        present = _present(values)
+        return self._add(present) if present else None
+
 
 class Avg(_Total):
     """Mean of the numeric values (a float); ``None`` when there are none."""
@@ -148,6 +198,11 @@ class Avg(_Total):
 
     def finish(self, state: list) -> float | None:
         return state[0] / state[1] if state[1] else None
+
+    def compute(self, values: Iterable[Any]) -> Any:
+        """Mean of the non-None values; ``None`` when there are none."""
+        present = _present(values)
+        return self._add(present) / len(present) if present else None
 
 
 def _less(a: Any, b: Any) -> bool:
@@ -166,6 +221,7 @@ class _Extreme(Aggregate):
 
     __slots__ = ()
     _better: ClassVar[Callable[[Any, Any], bool]]
+    _pick: ClassVar[Callable[[list[Any]], Any]]     # DictDB's compute: min or max
 
     def start(self) -> list:
         return [None]
@@ -188,6 +244,19 @@ class _Extreme(Aggregate):
     def finish(self, state: list) -> Any:
         return state[0]
 
+    def compute(self, values: Iterable[Any]) -> Any:
+        """The extreme non-None value by ``<``; ``None`` when there is none."""
+        present = _present(values)
+        if not present:
+            return None
+        try:
+            return type(self)._pick(present)
+        except TypeError as exc:
+            raise InvalidArgumentError(
+                f"{self!r}.compute() needs values that order against each other: {exc}",
+                hint="aggregate() orders mixed types instead (numbers, then str, ...)"
+            ) from exc
+
 
 class Min(_Extreme):
     """Smallest present, non-None value; ``None`` when there is none."""
@@ -195,6 +264,7 @@ class Min(_Extreme):
     __slots__ = ()
     kind = "min"
     _better = staticmethod(_less)
+    _pick = staticmethod(min)
 
 
 class Max(_Extreme):
@@ -203,6 +273,7 @@ class Max(_Extreme):
     __slots__ = ()
     kind = "max"
     _better = staticmethod(lambda a, b: _less(b, a))
+    _pick = staticmethod(max)
 
 
 def _group_fields(group_by: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -213,12 +284,13 @@ def _group_fields(group_by: str | Sequence[str] | None) -> tuple[str, ...] | Non
     if isinstance(group_by, (list, tuple)) and group_by:
         for g in group_by:
             if not isinstance(g, str):
-                raise TypeError(f"group_by entries must be field names (str), got {g!r}")
+                raise InvalidArgumentError(
+                    f"group_by entries must be field names (str), got {g!r}")
         if len(set(group_by)) != len(group_by):
-            raise ValueError(f"group_by names a field twice: {list(group_by)!r}")
+            raise InvalidArgumentError(f"group_by names a field twice: {list(group_by)!r}")
         return tuple(group_by)
-    raise TypeError(f"group_by takes a field name or a non-empty list of them, "
-                    f"got {group_by!r}")
+    raise InvalidArgumentError(f"group_by takes a field name or a non-empty list of them, "
+                               f"got {group_by!r}")
 
 
 class Accumulator:
@@ -234,15 +306,18 @@ class Accumulator:
         self.aggs: dict[str, Aggregate] = {}
         for alias, agg in aggs.items():
             if not isinstance(agg, Aggregate):
-                raise TypeError(f"aggregate {alias!r} must be Count, Sum, Avg, Min or "
-                                f"Max, got {type(agg).__name__}")
+                # DictDB's words first, so code matching DictDB's message keeps working.
+                raise InvalidArgumentError(
+                    f"Expected Agg instance for {alias!r}, got {type(agg).__name__}: "
+                    f"pass Count(), Count(field), Sum(field), Avg(field), Min(field) or "
+                    "Max(field), e.g. n=Count()")
             self.aggs[alias] = agg
         self.group_by = _group_fields(group_by)
         if self.group_by is not None:
             clash = set(self.group_by) & set(self.aggs)
             if clash:
-                raise ValueError(f"aggregate name(s) {sorted(clash)} clash with group_by "
-                                 f"fields; pick other names")
+                raise InvalidArgumentError(f"aggregate name(s) {sorted(clash)} clash with "
+                                           f"group_by fields; pick other names")
         self._setup()
         # Ungrouped: one state list per aggregate.  Grouped: frozen group
         # values -> (group values as seen, state lists), in first-seen order.
@@ -305,8 +380,8 @@ class Accumulator:
     def merge(self, other: "Accumulator") -> "Accumulator":
         """Fold another accumulator's partial results into this one; returns self."""
         if other.aggs != self.aggs or other.group_by != self.group_by:
-            raise ValueError("can only merge accumulators built from the same "
-                             "aggregates and group_by")
+            raise InvalidArgumentError("can only merge accumulators built from the same "
+                                       "aggregates and group_by")
         aggs = self._aggs
         if self.group_by is None:
             for agg, mine, theirs in zip(aggs, self.states, other.states):

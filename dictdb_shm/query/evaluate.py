@@ -1,11 +1,14 @@
-"""Turns a query tree into a fast ``record -> bool`` predicate.
+"""How one record is tested: the closures a query compiles into.
 
-Owns: :func:`compile_predicate`, the matching rules below, and small read-only
-walks of the tree (:func:`referenced_fields`, :func:`like_prefix`).
+Owns: the ``record -> bool`` closure for each operator
+(:data:`LEAF_BUILDERS`) and its relative cost (:data:`LEAF_COSTS`), the
+combinators :func:`all_of`, :func:`any_of` and :func:`negation`, the
+matching rules below, and LIKE (:func:`like_prefix` included).
 
-Must never: touch storage, bytes or locks, mutate a node or a record, or raise
-while matching a record.  All tree inspection happens once, at compile time;
-the returned closures do no per-record dispatch on node types.
+Must never: know the node classes (they build their matchers from this
+module, so it cannot import them), touch storage, bytes or locks, mutate a
+record, or raise while matching one.  Everything is decided when a closure
+is built; the closures themselves do no per-record dispatch.
 
 Matching rules
 --------------
@@ -30,67 +33,31 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from dictdb_shm.errors import InvalidArgumentError
-from dictdb_shm.query.expr import And, Compare, Condition, Not, Or, Predicate, as_predicate
-
-__all__ = ["Matcher", "compile_predicate", "referenced_fields", "like_prefix"]
+__all__ = ["Matcher", "LEAF_BUILDERS", "LEAF_COSTS", "match_all", "all_of", "any_of",
+           "negation", "like_prefix"]
 
 Matcher = Callable[[dict], bool]
 
 _MISSING = object()
 
 
-def _always_true(record: dict) -> bool:
+def match_all(record: dict) -> bool:
+    """The matcher of "no filter"."""
     return True
 
 
-def _always_false(record: dict) -> bool:
+def _match_none(record: dict) -> bool:
     return False
 
 
-def compile_predicate(node: Predicate | Condition | None) -> Matcher:
-    """Compile *node* once into nested closures; ``None`` gives always-true."""
-    node = as_predicate(node)
-    if node is None:
-        return _always_true
-    return _compile(node)
+def negation(inner: Matcher) -> Matcher:
+    return lambda r: not inner(r)
 
 
-def _compile(node: Predicate) -> Matcher:
-    if isinstance(node, Compare):
-        return _LEAF_BUILDERS[node.op](node.field, node.value)
-    if isinstance(node, And):
-        return _compile_and([_compile(c) for c in _cheapest_first(node.conds)])
-    if isinstance(node, Or):
-        return _compile_or([_compile(c) for c in _cheapest_first(node.conds)])
-    if isinstance(node, Not):
-        inner = _compile(node.cond)
-        return lambda r: not inner(r)
-    raise InvalidArgumentError(f"cannot compile {type(node).__name__} ({node!r})")
-
-
-# --- ordering of sub-conditions ------------------------------------------------
-# Matching never raises and has no side effects, so And/Or children may run in
-# any order; running cheap tests first lets short-circuiting skip regexes.
-_LEAF_COST = {"like": 4, "ilike": 5, "iequals": 3, "icontains": 3, "istartswith": 3,
-              "iendswith": 3, "between": 2, "in": 2}
-
-
-def _cost(node: Predicate) -> int:
-    if isinstance(node, Compare):
-        return _LEAF_COST.get(node.op, 1)
-    if isinstance(node, Not):
-        return _cost(node.cond)
-    return sum(_cost(c) for c in node.conds)  # type: ignore[attr-defined]
-
-
-def _cheapest_first(conds: tuple[Predicate, ...]) -> list[Predicate]:
-    return sorted(conds, key=_cost)
-
-
-def _compile_and(preds: list[Matcher]) -> Matcher:
+def all_of(preds: list[Matcher]) -> Matcher:
+    """True when every matcher is; they run in the order given."""
     if not preds:
-        return _always_true
+        return match_all
     if len(preds) == 1:
         return preds[0]
     if len(preds) == 2:
@@ -101,17 +68,18 @@ def _compile_and(preds: list[Matcher]) -> Matcher:
         return lambda r: a(r) and b(r) and c(r)
     ps = tuple(preds)
 
-    def all_of(r: dict) -> bool:
+    def every(r: dict) -> bool:
         for p in ps:
             if not p(r):
                 return False
         return True
-    return all_of
+    return every
 
 
-def _compile_or(preds: list[Matcher]) -> Matcher:
+def any_of(preds: list[Matcher]) -> Matcher:
+    """True when some matcher is; they run in the order given."""
     if not preds:
-        return _always_false
+        return _match_none
     if len(preds) == 1:
         return preds[0]
     if len(preds) == 2:
@@ -122,12 +90,12 @@ def _compile_or(preds: list[Matcher]) -> Matcher:
         return lambda r: a(r) or b(r) or c(r)
     ps = tuple(preds)
 
-    def any_of(r: dict) -> bool:
+    def some(r: dict) -> bool:
         for p in ps:
             if p(r):
                 return True
         return False
-    return any_of
+    return some
 
 
 # --- leaves ----------------------------------------------------------------------
@@ -211,7 +179,7 @@ def _between(name: str, bounds: tuple[Any, Any]) -> Matcher:
 
 def _in(name: str, values: tuple[Any, ...]) -> Matcher:
     if not values:
-        return _always_false
+        return _match_none
     try:
         members = frozenset(values)
     except TypeError:
@@ -400,7 +368,8 @@ def _ilike(name: str, value: tuple[str, str | None]) -> Matcher:
     return ilike
 
 
-_LEAF_BUILDERS: dict[str, Callable[[str, Any], Matcher]] = {
+# op -> builder(field name, value in the form expr.py's table gives) -> closure.
+LEAF_BUILDERS: dict[str, Callable[[str, Any], Matcher]] = {
     "eq": _eq, "ne": _ne, "lt": _lt, "le": _le, "gt": _gt, "ge": _ge,
     "in": _in, "between": _between,
     "is_null": _is_null, "is_not_null": _is_not_null,
@@ -410,20 +379,10 @@ _LEAF_BUILDERS: dict[str, Callable[[str, Any], Matcher]] = {
     "istartswith": _istartswith, "iendswith": _iendswith,
 }
 
-
-def referenced_fields(node: Predicate | Condition | None) -> set[str]:
-    """Every field name the query tests."""
-    found: set[str] = set()
-    stack: list[Predicate] = []
-    root = as_predicate(node)
-    if root is not None:
-        stack.append(root)
-    while stack:
-        n = stack.pop()
-        if isinstance(n, Compare):
-            found.add(n.field)
-        elif isinstance(n, Not):
-            stack.append(n.cond)
-        elif isinstance(n, (And, Or)):
-            stack.extend(n.conds)
-    return found
+# op -> relative cost of testing one record (1 is the cheapest).  Matching
+# never raises and has no side effects, so the children of an and/or may run
+# in any order; callers run cheap tests first so that short-circuiting skips
+# the regexes.
+LEAF_COSTS: dict[str, int] = dict.fromkeys(LEAF_BUILDERS, 1) | {
+    "like": 4, "ilike": 5, "iequals": 3, "icontains": 3, "istartswith": 3, "iendswith": 3,
+    "between": 2, "in": 2}

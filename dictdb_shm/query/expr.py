@@ -1,13 +1,16 @@
-"""The query tree and the DSL that builds it (``t.age >= 18``).
+"""The query tree, the DSL that builds it (``t.age >= 18``), and its compilation.
 
-Owns: :class:`Field` (the DSL entry point), the predicate node classes
+Owns: :class:`Field` (the DSL entry point), the node classes
 (:class:`Compare`, :class:`And`, :class:`Or`, :class:`Not`), the optional
-:class:`Condition` wrapper, and :func:`as_predicate`, which turns a ``where=``
-argument into a node.
+:class:`Condition` wrapper, :func:`as_predicate` (a ``where=`` argument to a
+node), and turning a tree into one matcher: :func:`compile_predicate`, and
+``node(record)``, which compiles the node on its first call and keeps it.
 
-Must never: evaluate anything against records, touch storage or bytes, or
-hold closures.  A query is plain data so that a planner can walk it, a cache
-can key on it, and it can be pickled to another process.
+Must never: test a record itself (every closure comes from evaluate.py),
+touch storage or bytes.  A query is plain data so that a planner can walk it,
+a cache can key on it, and it can be pickled to another process; the one
+closure a node may hold, its cached matcher, takes no part in its key, its
+equality or its pickle.
 
 Shape a planner reads
 ---------------------
@@ -29,166 +32,108 @@ Shape a planner reads
   is_null is_not_null           ``None``
   ============================  ===========================================
 
-* ``And(*conds)`` / ``Or(*conds)`` -- ``.conds`` is a tuple of nodes; nested
-  nodes of the same kind are flattened.  ``And()`` matches everything and
-  ``Or()`` matches nothing.
+* ``And(*conds)`` / ``Or(*conds)`` -- ``.conds`` is a tuple of two or more
+  nodes; nested nodes of the same kind are flattened.  As in DictDB, fewer
+  than two operands is an error.
 * ``Not(cond)`` -- ``.cond`` is one node.
+
+How a node is compiled
+----------------------
+Each node class builds its own matcher (``_build_matcher``) from
+evaluate.py's closures: a Compare asks for its operator's closure, And and Or
+combine their children's (cheapest first), Not negates its child's.
+:func:`compile_predicate` builds afresh on every call, so a query run once
+pays nothing for a cache; ``node(record)`` builds once per node and keeps
+the result in the node.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable
-from typing import Any, NoReturn
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable, ClassVar, NoReturn
 
 from dictdb_shm.errors import InvalidArgumentError
+from dictdb_shm.query.evaluate import (LEAF_BUILDERS, LEAF_COSTS, Matcher, all_of, any_of,
+                                       match_all, negation)
+from dictdb_shm.query.operands import (CASE_INSENSITIVE_OPS, COMPARISON_OPS, OPS, SCALARS,
+                                       freeze, normalize_value)
 
-__all__ = [
-    "OPS",
-    "COMPARISON_OPS",
-    "CASE_INSENSITIVE_OPS",
-    "Predicate",
-    "Compare",
-    "And",
-    "Or",
-    "Not",
-    "Condition",
-    "Field",
-    "as_predicate",
-]
-
-COMPARISON_OPS: frozenset[str] = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
-CASE_INSENSITIVE_OPS: frozenset[str] = frozenset(
-    {"iequals", "icontains", "istartswith", "iendswith", "ilike"})
-OPS: frozenset[str] = COMPARISON_OPS | CASE_INSENSITIVE_OPS | frozenset(
-    {"in", "between", "like", "startswith", "endswith", "contains",
-     "is_null", "is_not_null"})
+__all__ = ["OPS", "COMPARISON_OPS", "CASE_INSENSITIVE_OPS", "Predicate", "Compare", "And",
+           "Or", "Not", "Condition", "Field", "as_predicate", "compile_predicate",
+           "referenced_fields"]
 
 _SYMBOLS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-# Ops whose constant must be a str: a non-str constant is always a caller bug,
-# so it is reported when the query is built rather than silently never matching.
-_STR_OPS = frozenset({"startswith", "endswith", "iequals", "icontains",
-                      "istartswith", "iendswith"})
 
-_BOOL_HINT = ("a query condition has no truth value: combine conditions with & and | "
-              "instead of and/or, use ~ instead of not, wrap each comparison in "
-              "parentheses, and write 1 < t.x < 5 as t.x.between(1, 5) "
-              "(or (t.x > 1) & (t.x < 5))")
+_BOOL_HINT = ("combine conditions with & and | instead of and/or, use ~ instead of not, "
+              "wrap each comparison in parentheses, and write 1 < t.x < 5 as "
+              "t.x.between(1, 5) (or (t.x > 1) & (t.x < 5))")
 
 
-def _freeze(value: Any) -> Any:
-    """A hashable stand-in for *value*, tagged by type.
-
-    The tag keeps ``x == 1``, ``x == 1.0`` and ``x == True`` apart so that a
-    result cache never hands back rows for a query that was merely
-    Python-equal.
-    """
-    tname = type(value).__name__
-    if isinstance(value, (list, tuple)):
-        return (tname, tuple(_freeze(v) for v in value))
-    if isinstance(value, dict):
-        items = [(_freeze(k), _freeze(v)) for k, v in value.items()]
-        try:
-            items.sort()
-        except TypeError:
-            items.sort(key=repr)
-        return (tname, tuple(items))
-    try:
-        hash(value)
-    except TypeError:
-        return ("repr", tname, repr(value))
-    return (tname, value)
-
-
-def _reject_query_object(value: Any, what: str) -> None:
-    if isinstance(value, (Field, Predicate, Condition)):
-        raise InvalidArgumentError(f"{what} must be a constant, not {type(value).__name__} "
-                        f"({value!r}); comparing two fields is not supported")
-
-
-_SCALARS = frozenset({int, float, str, bool, bytes, type(None)})
-
-
-def _normalize_value(op: str, value: Any) -> Any:
-    """Check and canonicalise *value* for *op* so equal queries have equal keys."""
-    if type(value) in _SCALARS and op in COMPARISON_OPS:
-        return value          # the common case, decided without the checks below
-    if op in ("is_null", "is_not_null"):
-        if value is not None:
-            raise InvalidArgumentError(f"{op} takes no value, got {value!r}")
-        return None
+def _constant(op: str, value: Any) -> Any:
+    """*value* checked and canonicalised for *op*; a Field or a node is refused."""
+    value = normalize_value(op, value)
     if op == "in":
-        if isinstance(value, (str, bytes, bytearray, dict)) or not isinstance(value, Iterable):
-            raise InvalidArgumentError(f"is_in() expects a list, tuple or set of values, "
-                            f"got {type(value).__name__}")
-        values = list(value)
-        for v in values:
-            _reject_query_object(v, "an is_in() value")
-        if isinstance(value, (set, frozenset)):
-            # Set iteration order differs between processes (string hashing is
-            # randomised); sorting keeps the node's key identical everywhere.
-            try:
-                values.sort()
-            except TypeError:
-                values.sort(key=lambda v: (type(v).__name__, repr(v)))
-        return tuple(copy.deepcopy(values))
-    if op == "between":
-        if not isinstance(value, (tuple, list)) or len(value) != 2:
-            raise InvalidArgumentError(f"between expects a (lo, hi) pair, got {value!r}")
-        lo, hi = value
-        _reject_query_object(lo, "between()'s low bound")
-        _reject_query_object(hi, "between()'s high bound")
-        return (copy.deepcopy(lo), copy.deepcopy(hi))
-    if op in ("like", "ilike"):
-        if isinstance(value, str):
-            value = (value, None)
-        if not isinstance(value, (tuple, list)) or len(value) != 2:
-            raise InvalidArgumentError(f"{op} expects a pattern str, got {value!r}")
-        pattern, escape = value
-        if not isinstance(pattern, str):
-            raise InvalidArgumentError(
-                f"{op}() pattern must be a str, got {type(pattern).__name__}")
-        if escape is not None:
-            if not isinstance(escape, str) or len(escape) != 1:
-                raise InvalidArgumentError(
-                    f"{op}() escape must be a single character, got {escape!r}")
-            if escape in "%_":
-                raise InvalidArgumentError(
-                    f"{op}() escape cannot be a wildcard character ({escape!r})")
-            if _ends_with_lone_escape(pattern, escape):
-                raise InvalidArgumentError(f"{op}() pattern {pattern!r} ends with the escape "
-                                 f"character {escape!r}, which escapes nothing")
-        return (pattern, escape)
-    if op in _STR_OPS:
-        if not isinstance(value, str):
-            raise InvalidArgumentError(f"{op}() expects a str, got {type(value).__name__}")
-        return value
-    _reject_query_object(value, "the compared value")
-    if isinstance(value, (list, dict)):
-        # The caller may keep mutating their list; the node must not change.
-        return copy.deepcopy(value)
+        for v in value:
+            _reject_query_part(v, "an is_in() value")
+    elif op == "between":
+        _reject_query_part(value[0], "between()'s low bound")
+        _reject_query_part(value[1], "between()'s high bound")
+    elif op in COMPARISON_OPS or op == "contains":
+        _reject_query_part(value, "the compared value")
     return value
 
 
-def _ends_with_lone_escape(pattern: str, escape: str) -> bool:
-    i, n = 0, len(pattern)
-    while i < n:
-        if pattern[i] == escape:
-            if i + 1 == n:
-                return True
-            i += 2
-        else:
-            i += 1
-    return False
+def _reject_query_part(value: Any, what: str) -> None:
+    if isinstance(value, (Field, _Combinable)):
+        raise InvalidArgumentError(f"{what} must be a constant, not {type(value).__name__} "
+                                   f"({value!r}); comparing two fields is not supported")
 
 
-class Predicate:
-    """Base of every node: immutable, picklable, compared by :meth:`key`.
+class _Combinable:
+    """``&``, ``|``, ``~`` and "no truth value": shared by the nodes and Condition."""
 
-    Subclasses define ``__slots__``, ``_make_key`` and ``__reduce__``.
+    __slots__ = ()
+
+    def __and__(self, other: Any) -> "And":
+        return _join(And, self, other)
+
+    def __rand__(self, other: Any) -> "And":
+        return _join(And, other, self)
+
+    def __or__(self, other: Any) -> "Or":
+        return _join(Or, self, other)
+
+    def __ror__(self, other: Any) -> "Or":
+        return _join(Or, other, self)
+
+    def __invert__(self) -> "Not":
+        return Not(self)
+
+    def __bool__(self) -> NoReturn:
+        raise InvalidArgumentError("a query condition has no truth value", hint=_BOOL_HINT)
+
+
+def _join(kind: type, left: Any, right: Any) -> Any:
+    # NotImplemented lets Python try the other operand, then raise its TypeError.
+    if not (isinstance(left, _Combinable) and isinstance(right, _Combinable)):
+        return NotImplemented
+    return kind(left, right)
+
+
+def _by_cost(node: "Predicate") -> int:
+    # A plain function: as a sort key it is cheaper than operator.methodcaller.
+    return node._cost()
+
+
+class Predicate(_Combinable):
+    """Base of every node: immutable, picklable, compared by :meth:`key`,
+    and callable on a record.
+
+    Subclasses define ``__slots__``, ``_make_key``, ``__reduce__``,
+    ``_build_matcher`` and ``_cost``.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_matcher")
 
     def key(self) -> tuple:
         """A hashable tuple that is equal for structurally equal queries.
@@ -206,8 +151,23 @@ class Predicate:
     def _make_key(self) -> tuple:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _init_key(self) -> None:
-        """Kept for subclasses' constructors; the key itself is made lazily."""
+    # Hot path when a caller filters records itself: after the first call,
+    # one slot read and the matcher.
+    def __call__(self, record: Mapping[str, Any]) -> bool:
+        """Whether *record* matches; compiled on the first call, then kept."""
+        try:
+            matcher = self._matcher
+        except AttributeError:
+            matcher = self._build_matcher()
+            object.__setattr__(self, "_matcher", matcher)
+        return matcher(record)
+
+    def _build_matcher(self) -> Matcher:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _cost(self) -> int:  # pragma: no cover - abstract
+        """Relative cost of testing one record; And/Or run cheap children first."""
+        raise NotImplementedError
 
     def __setattr__(self, name: str, value: Any) -> NoReturn:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -228,32 +188,6 @@ class Predicate:
     def __hash__(self) -> int:
         return hash(self.key())
 
-    def __bool__(self) -> NoReturn:
-        raise TypeError(_BOOL_HINT)
-
-    def __and__(self, other: Any) -> "And":
-        if not isinstance(other, (Predicate, Condition)):
-            return NotImplemented
-        return And(self, other)
-
-    def __rand__(self, other: Any) -> "And":
-        if not isinstance(other, (Predicate, Condition)):
-            return NotImplemented
-        return And(other, self)
-
-    def __or__(self, other: Any) -> "Or":
-        if not isinstance(other, (Predicate, Condition)):
-            return NotImplemented
-        return Or(self, other)
-
-    def __ror__(self, other: Any) -> "Or":
-        if not isinstance(other, (Predicate, Condition)):
-            return NotImplemented
-        return Or(other, self)
-
-    def __invert__(self) -> "Not":
-        return Not(self)
-
     def _repr_operand(self) -> str:
         """The repr to use inside ``&``, ``|`` or ``~``."""
         return f"({self!r})"
@@ -267,21 +201,29 @@ class Compare(Predicate):
     op: str
     value: Any
 
+    # Hot path: a node is built for every query.
     def __init__(self, field: str, op: str, value: Any = None) -> None:
         if not isinstance(field, str):
             raise InvalidArgumentError(f"field name must be a str, got {type(field).__name__}")
         if op not in OPS:
             raise InvalidArgumentError(f"unknown operator {op!r}; expected one of {sorted(OPS)}")
+        if type(value) not in SCALARS or op not in COMPARISON_OPS:
+            value = _constant(op, value)
         object.__setattr__(self, "field", field)
         object.__setattr__(self, "op", op)
-        object.__setattr__(self, "value", _normalize_value(op, value))
-        self._init_key()
+        object.__setattr__(self, "value", value)
 
     def _make_key(self) -> tuple:
-        return ("Compare", self.field, self.op, _freeze(self.value))
+        return ("Compare", self.field, self.op, freeze(self.value))
 
     def __reduce__(self) -> tuple:
         return (Compare, (self.field, self.op, self.value))
+
+    def _build_matcher(self) -> Matcher:
+        return LEAF_BUILDERS[self.op](self.field, self.value)
+
+    def _cost(self) -> int:
+        return LEAF_COSTS[self.op]
 
     def __repr__(self) -> str:
         f = _field_repr(self.field)
@@ -316,19 +258,27 @@ def _unwrap(cond: Any, who: str) -> Predicate:
         return cond.expr
     if isinstance(cond, Predicate):
         return cond
-    raise InvalidArgumentError(f"{who}() takes conditions built from table fields "
-                    f"(e.g. t.age >= 18), got {_describe(cond)}")
+    # DictDB's words first, so code matching DictDB's message keeps working.
+    raise InvalidArgumentError(f"Expected PredicateExpr or Condition, got {_describe(cond)}: "
+                               f"{who}() takes conditions built from table fields "
+                               f"(e.g. t.age >= 18)")
 
 
 class _Junction(Predicate):
     __slots__ = ("conds",)
     conds: tuple[Predicate, ...]
-    _symbol = ""
+    _symbol: ClassVar[str] = ""
+    _combine: ClassVar[Callable[[list[Matcher]], Matcher]]
 
     def __init__(self, *conds: Predicate | Condition) -> None:
+        who = type(self).__name__
+        if len(conds) < 2:
+            raise InvalidArgumentError(
+                f"{who}() requires at least 2 operands, got {len(conds)}: pass a single "
+                f"condition as it is, e.g. where=(t.age >= 18)")
         flat: list[Predicate] = []
         for c in conds:
-            node = _unwrap(c, type(self).__name__)
+            node = _unwrap(c, who)
             # (a & b) & c becomes And(a, b, c): planners see one level, and
             # differently grouped but identical queries get the same key.
             if type(node) is type(self):
@@ -336,7 +286,6 @@ class _Junction(Predicate):
             else:
                 flat.append(node)
         object.__setattr__(self, "conds", tuple(flat))
-        self._init_key()
 
     def _make_key(self) -> tuple:
         return (type(self).__name__, tuple(c.key() for c in self.conds))
@@ -344,24 +293,30 @@ class _Junction(Predicate):
     def __reduce__(self) -> tuple:
         return (type(self), self.conds)
 
+    def _build_matcher(self) -> Matcher:
+        return self._combine([c._build_matcher() for c in sorted(self.conds, key=_by_cost)])
+
+    def _cost(self) -> int:
+        return sum(c._cost() for c in self.conds)
+
     def __repr__(self) -> str:
-        if len(self.conds) < 2:
-            return f"{type(self).__name__}({', '.join(repr(c) for c in self.conds)})"
         return f" {self._symbol} ".join(c._repr_operand() for c in self.conds)
 
 
 class And(_Junction):
-    """True when every condition is true (``And()`` is always true)."""
+    """True when every condition is true; takes two or more."""
 
     __slots__ = ()
     _symbol = "&"
+    _combine = staticmethod(all_of)
 
 
 class Or(_Junction):
-    """True when any condition is true (``Or()`` is always false)."""
+    """True when any condition is true; takes two or more."""
 
     __slots__ = ()
     _symbol = "|"
+    _combine = staticmethod(any_of)
 
 
 class Not(Predicate):
@@ -372,13 +327,18 @@ class Not(Predicate):
 
     def __init__(self, cond: Predicate | Condition) -> None:
         object.__setattr__(self, "cond", _unwrap(cond, "Not"))
-        self._init_key()
 
     def _make_key(self) -> tuple:
         return ("Not", self.cond.key())
 
     def __reduce__(self) -> tuple:
         return (Not, (self.cond,))
+
+    def _build_matcher(self) -> Matcher:
+        return negation(self.cond._build_matcher())
+
+    def _cost(self) -> int:
+        return self.cond._cost()
 
     def __repr__(self) -> str:
         return f"~{self.cond._repr_operand()}"
@@ -387,20 +347,19 @@ class Not(Predicate):
         return repr(self)
 
 
-class Condition:
+class Condition(_Combinable):
     """Optional wrapper kept for DictDB compatibility: ``Condition(t.age >= 18)``.
 
     Everything that takes a condition also takes the bare node;
-    ``Condition(Condition(x))`` is the same as ``Condition(x)``.  Calling it on a
-    record evaluates it (compiled once, on first call).
+    ``Condition(Condition(x))`` is the same as ``Condition(x)``.  Calling it on
+    a record calls the node, which compiles itself once.
     """
 
-    __slots__ = ("expr", "_compiled")
+    __slots__ = ("expr",)
     expr: Predicate
 
     def __init__(self, expr: Predicate | Condition) -> None:
         object.__setattr__(self, "expr", _unwrap(expr, "Condition"))
-        object.__setattr__(self, "_compiled", None)
 
     def __setattr__(self, name: str, value: Any) -> NoReturn:
         raise AttributeError("Condition is immutable")
@@ -408,17 +367,10 @@ class Condition:
     def key(self) -> tuple:
         return self.expr.key()
 
-    def __call__(self, record: dict) -> bool:
-        compiled = self._compiled
-        if compiled is None:
-            # Imported here: evaluate.py imports this module.
-            from dictdb_shm.query.evaluate import compile_predicate
-            compiled = compile_predicate(self.expr)
-            object.__setattr__(self, "_compiled", compiled)
-        return compiled(record)
+    def __call__(self, record: Mapping[str, Any]) -> bool:
+        return self.expr(record)
 
     def __reduce__(self) -> tuple:
-        # The compiled closure stays behind; the receiver compiles its own.
         return (Condition, (self.expr,))
 
     def __eq__(self, other: object) -> bool:
@@ -429,32 +381,6 @@ class Condition:
 
     def __hash__(self) -> int:
         return hash(("Condition", self.expr.key()))
-
-    def __bool__(self) -> NoReturn:
-        raise TypeError(_BOOL_HINT)
-
-    def __and__(self, other: Any) -> And:
-        if not isinstance(other, (Predicate, Condition)):
-            return NotImplemented
-        return And(self, other)
-
-    def __rand__(self, other: Any) -> And:
-        if not isinstance(other, (Predicate, Condition)):
-            return NotImplemented
-        return And(other, self)
-
-    def __or__(self, other: Any) -> Or:
-        if not isinstance(other, (Predicate, Condition)):
-            return NotImplemented
-        return Or(self, other)
-
-    def __ror__(self, other: Any) -> Or:
-        if not isinstance(other, (Predicate, Condition)):
-            return NotImplemented
-        return Or(other, self)
-
-    def __invert__(self) -> Not:
-        return Not(self.expr)
 
     def __repr__(self) -> str:
         return f"Condition({self.expr!r})"
@@ -566,11 +492,15 @@ class Field:
     __and__ = __rand__ = __or__ = __ror__ = __invert__ = _no_logic
 
     def __bool__(self) -> NoReturn:
-        raise TypeError(f"a field has no truth value; compare it, e.g. "
-                        f"t.{self.name} == True, or t.{self.name}.is_not_null()")
+        raise InvalidArgumentError(
+            "a field has no truth value",
+            hint=f"compare it, e.g. t.{self.name} == True, or t.{self.name}.is_not_null()")
 
 
 def _describe(obj: Any) -> str:
+    if isinstance(obj, Field):
+        return (f"the bare field {obj.name!r} (compare it, e.g. t.{obj.name} == True "
+                f"or t.{obj.name}.is_not_null())")
     if callable(obj) and not isinstance(obj, type):
         return (f"a function ({obj!r}); functions cannot be planned or sent to "
                 f"other processes")
@@ -580,7 +510,8 @@ def _describe(obj: Any) -> str:
 def as_predicate(where: Any) -> Predicate | None:
     """Normalise a ``where=`` argument: ``None``, a node, or a :class:`Condition`.
 
-    Returns the node (``None`` for no filter).  Anything else is a TypeError.
+    Returns the node (``None`` for no filter).  Anything else is an
+    InvalidArgumentError (a TypeError) that starts with DictDB's words.
     """
     if where is None:
         return None
@@ -588,8 +519,36 @@ def as_predicate(where: Any) -> Predicate | None:
         return where
     if isinstance(where, Condition):
         return where.expr
-    if isinstance(where, Field):
-        raise InvalidArgumentError(f"where= got the bare field {where.name!r}; compare it, e.g. "
-                        f"where=(t.{where.name} == True) or t.{where.name}.is_not_null()")
-    raise InvalidArgumentError(f"where= takes a condition built from table fields, e.g. "
-                    f"where=(t.age >= 18), or None; got {_describe(where)}")
+    raise InvalidArgumentError(f"where= must be a Condition or PredicateExpr, got "
+                               f"{_describe(where)}; pass a condition built from table "
+                               f"fields, e.g. where=(t.age >= 18), or None")
+
+
+# Hot path: every query compiles its where= once.
+def compile_predicate(where: Any) -> Matcher:
+    """A ``where=`` argument compiled into one ``record -> bool``; ``None`` matches all.
+
+    Builds a new matcher on every call (see "How a node is compiled" above).
+    """
+    node = as_predicate(where)
+    if node is None:
+        return match_all
+    return node._build_matcher()
+
+
+def referenced_fields(where: Any) -> set[str]:
+    """Every field name the query tests."""
+    found: set[str] = set()
+    stack: list[Predicate] = []
+    root = as_predicate(where)
+    if root is not None:
+        stack.append(root)
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Compare):
+            found.add(n.field)
+        elif isinstance(n, Not):
+            stack.append(n.cond)
+        elif isinstance(n, _Junction):
+            stack.extend(n.conds)
+    return found

@@ -1,8 +1,9 @@
 """What ``select`` does to the rows that matched: order, columns, distinct, paging.
 
 Owns: :func:`order_rows`, :func:`project`, :func:`distinct_rows`, :func:`page`,
-:func:`shape_rows` (all of them, in the right order) and :func:`sort_key`
-(the total order used whenever plain ``<`` would fail).
+:func:`normalize_paging`, :func:`shape_rows` (all of them, in the right
+order) and :func:`sort_key` (the total order used whenever plain ``<`` would
+fail).
 
 Must never: filter rows (that is the predicate's job), touch storage or bytes,
 or mutate the rows it is given.  Rows pass through by reference unless a
@@ -24,6 +25,8 @@ Decisions
 * **distinct** -- keeps the first of each group of equal rows (Python ``==``
   on the projected dicts, so ``1``, ``1.0`` and ``True`` are the same value);
   unhashable values such as lists and dicts are handled.
+* **paging** -- as in DictDB, a negative ``offset`` counts as 0 and a
+  negative ``limit`` as no limit (:func:`normalize_paging`).
 * **pipeline** -- order, then projection, then distinct, then offset/limit,
   i.e. SQL's meaning: ``distinct=True, limit=10`` returns ten distinct rows
   when there are ten.  (DictDB pages before it de-duplicates, and so can
@@ -49,6 +52,7 @@ __all__ = [
     "project",
     "distinct_rows",
     "page",
+    "normalize_paging",
     "shape_rows",
 ]
 
@@ -283,24 +287,31 @@ def distinct_rows(rows: Iterable[dict]) -> list[dict]:
 
 # --- paging ----------------------------------------------------------------------
 
-def _check_paging(limit: int | None, offset: int | None) -> int:
+def normalize_paging(limit: int | None, offset: int | None = 0) -> tuple[int | None, int]:
+    """``(limit, offset)`` as DictDB reads them: ``(None or a limit >= 0, offset >= 0)``.
+
+    A negative offset counts as 0 and a negative limit as no limit; an offset
+    of ``None`` is 0.  Anything but an int (a bool included) is an
+    InvalidArgumentError.  Callers that compute ``offset + limit`` (to stop a
+    scan early) normalise first.
+    """
     if offset is None:
         offset = 0
-    if isinstance(offset, bool) or not isinstance(offset, int):
+    elif isinstance(offset, bool) or not isinstance(offset, int):
         raise InvalidArgumentError(f"offset must be an int, got {type(offset).__name__}")
-    if offset < 0:
-        raise InvalidArgumentError(f"offset must be >= 0, got {offset}")
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise InvalidArgumentError(f"limit must be an int or None, got {type(limit).__name__}")
-        if limit < 0:
-            raise InvalidArgumentError(f"limit must be >= 0 or None, got {limit}")
-    return offset
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        raise InvalidArgumentError(f"limit must be an int or None, got {type(limit).__name__}")
+    return (None if limit is None or limit < 0 else limit), (offset if offset > 0 else 0)
 
 
 def page(rows: Iterable[dict], limit: int | None = None, offset: int = 0) -> list[dict]:
-    """Skip *offset* rows, then keep at most *limit* (``None``: all the rest)."""
-    offset = _check_paging(limit, offset)
+    """Skip *offset* rows, then keep at most *limit* (``None``: all the rest);
+    see :func:`normalize_paging` for negative values."""
+    limit, offset = normalize_paging(limit, offset)
+    return _page(rows, limit, offset)
+
+
+def _page(rows: Iterable[dict], limit: int | None, offset: int) -> list[dict]:
     stop = None if limit is None else offset + limit
     if isinstance(rows, list):
         return rows[offset:stop]
@@ -313,11 +324,11 @@ def shape_rows(rows: Iterable[dict], *, columns: Columns = None, order_by: Order
                limit: int | None = None, offset: int = 0,
                distinct: bool = False) -> list[dict]:
     """Order, project, de-duplicate, then page (see the module docstring)."""
-    offset = _check_paging(limit, offset)
+    limit, offset = normalize_paging(limit, offset)
     proj = projector(columns)
     ordered: Iterable[dict] = order_rows(rows, order_by) if order_by else rows
     if not distinct:
         # Paging before projecting gives the same rows and projects fewer.
-        return [proj(r) for r in page(ordered, limit, offset)]
+        return [proj(r) for r in _page(ordered, limit, offset)]
     # Lazy all the way, so paging stops projecting once it has enough rows.
-    return page(_unique(map(proj, ordered)), limit, offset)
+    return _page(_unique(map(proj, ordered)), limit, offset)
