@@ -143,13 +143,17 @@ def test_semaphore_temp_file_leaked_by_a_kill_is_removed(db_name, spawn_env):
     began, and (as root) one of another user written inside the window."""
     db = DictDB(db_name)
     kill_coordinator(db_name)
-    old = plant_glibc_temp_file(mtime_ns=1_000_000_000)
-    w = spawn_env({PAUSE: "catalog.create_semaphore.1"}, "attempt", db_name,
-                  "create_table", "new")
-    pid = wait_stopped(db_name)
-    leaked = plant_glibc_temp_file()
-    foreign = plant_glibc_temp_file(uid=65534) if os.geteuid() == 0 else None
+    planted: list[str] = []
     try:
+        old = plant_glibc_temp_file(mtime_ns=1_000_000_000)
+        planted.append(old)
+        w = spawn_env({PAUSE: "catalog.create_semaphore.1"}, "attempt", db_name,
+                      "create_table", "new")
+        pid = wait_stopped(db_name)
+        leaked = plant_glibc_temp_file()
+        planted.append(leaked)
+        foreign = plant_glibc_temp_file(uid=65534) if os.geteuid() == 0 else None
+        planted.append(foreign or "")
         kill_coordinator(db_name, pid)
         outcome(w)
         db.create_table("after")
@@ -161,7 +165,7 @@ def test_semaphore_temp_file_leaked_by_a_kill_is_removed(db_name, spawn_env):
         assert db.list_tables() == ["after"]
         assert_catalog_settled(db_name)
     finally:
-        for name in (old, leaked, foreign):
+        for name in planted:
             if name and os.path.exists(os.path.join(names.SHM_DIR, name)):
                 os.unlink(os.path.join(names.SHM_DIR, name))
     db.close()

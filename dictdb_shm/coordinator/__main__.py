@@ -29,13 +29,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from dictdb_shm import names
     from dictdb_shm.errors import DictDBError
+    try:
+        names.check_db_name(args.name)
+    except DictDBError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.command == "serve":
         from dictdb_shm.coordinator.service import run
         return run(args.name, args.private, tuple(args.owner), report_fd=args.report_fd,
                    existing_only=args.existing)
     from dictdb_shm.coordinator import client
     try:
-        names.check_db_name(args.name)
         if args.command == "stop":
             client.destroy(args.name)
             return 0

@@ -345,7 +345,7 @@ def _destroy_here(db: str) -> None:
         # flag still goes first.
         try:
             catalog = Catalog.attach(db, require_ready=False, check_tables=False)
-        except errors.DatabaseNotFoundError:
+        except errors.DictDBError:      # gone, or another layout we cannot mark
             return
         catalog.mark_destroyed()
         catalog.close()
