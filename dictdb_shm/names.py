@@ -178,11 +178,15 @@ def semaphore_creation_lockfile() -> str:
     return os.path.join(runtime_dir(), "semaphores.lock")
 
 
+def shm_listing() -> list[str]:
+    """Every entry of /dev/shm, of any user or program."""
+    try:
+        return os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return []
+
+
 def shm_entries(db: str) -> list[str]:
     """Every /dev/shm entry that belongs to ``db`` (segments and ``sem.`` files)."""
     p = prefix(db)
-    try:
-        names = os.listdir(SHM_DIR)
-    except FileNotFoundError:
-        return []
-    return [n for n in names if n.startswith(p) or n.startswith("sem." + p)]
+    return [n for n in shm_listing() if n.startswith(p) or n.startswith("sem." + p)]

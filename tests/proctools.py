@@ -1,7 +1,6 @@
 """Process tools for the coordinator, names and security tests.
 
-* ``spawn_env``: like conftest's ``spawn``, with extra environment variables
-  for the worker (and so for any coordinator it starts), e.g. a crash point.
+* ``spawn_paused``: conftest's ``spawn`` for workers armed with a crash point.
 * ``coordinator_pid``, ``kill_coordinator``, ``wait_stopped``: find, kill and
   watch a database's coordinator.
 * ``outcome``: a worker's ``RESULT``/``ERROR`` line from ``workers.attempt``.
@@ -15,15 +14,14 @@ import json
 import os
 import select
 import signal
-import subprocess
-import sys
 import traceback
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
-from conftest import ROOT, WORKERS, Worker, wait_until
+from conftest import Worker, wait_until
 from dictdb_shm.coordinator import client
+from dictdb_shm.crashpoints import ENV as PAUSE
 from dictdb_shm.engine.catalog import Catalog
 from dictdb_shm.procinfo import is_alive
 
@@ -31,26 +29,15 @@ OTHER_UID = 65534
 
 
 @pytest.fixture
-def spawn_env() -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def start(extra_env: dict[str, str], scenario: str, *args: object) -> Worker:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
-        env.update(extra_env)
-        proc = subprocess.Popen([sys.executable, WORKERS, scenario, *map(str, args)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, start_new_session=True)
-        w = Worker(proc)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.kill()
-        for stream in (w.proc.stdin, w.proc.stdout, w.proc.stderr):
-            if stream:
-                stream.close()
+def spawn_paused(request, monkeypatch) -> Callable[..., Worker]:
+    """conftest's ``spawn``, whose workers (and the coordinators they start)
+    stop themselves at crash point ``point``, a parameter of the test.  This
+    process itself is not armed: the variable is set only while ``spawn``
+    copies the environment."""
+    monkeypatch.setenv(PAUSE, request.getfixturevalue("point"))
+    start = request.getfixturevalue("spawn")
+    monkeypatch.delenv(PAUSE)
+    return start
 
 
 def outcome(w: Worker, timeout: float = 60) -> tuple[str, str]:

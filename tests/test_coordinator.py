@@ -23,13 +23,12 @@ import pytest
 from conftest import ROOT, wait_until
 from dictdb_shm import CoordinatorError, DictDB, names
 from dictdb_shm.coordinator import client
-from dictdb_shm.crashpoints import ENV as PAUSE
 from dictdb_shm.engine import layout as L
 from dictdb_shm.engine.catalog import Catalog
 from proctools import (coordinator_pid, kill_coordinator, outcome, process_state,
-                       spawn_env, wait_stopped)
+                       spawn_paused, wait_stopped)
 
-__all__ = ["spawn_env"]          # a fixture
+__all__ = ["spawn_paused"]       # a fixture
 
 ADD_POINTS = ["catalog.add_table.recorded", "catalog.add_table.slot_written",
               "catalog.create_semaphore.0", "catalog.create_semaphore.1",
@@ -87,12 +86,12 @@ def plant_glibc_temp_file(*, mtime_ns: int | None = None, uid: int | None = None
 
 # ------------------------------------------------- A: a coordinator killed mid-edit
 @pytest.mark.parametrize("point", ADD_POINTS)
-def test_coordinator_killed_while_adding_a_table(db_name, spawn_env, point):
+def test_coordinator_killed_while_adding_a_table(db_name, spawn_paused, point):
     db = DictDB(db_name)
     db.create_table("keep").insert({"id": 1, "v": "kept"})
     kill_coordinator(db_name)
     before_temp = glibc_temp_files()
-    w = spawn_env({PAUSE: point}, "attempt", db_name, "create_table", "new")
+    w = spawn_paused("attempt", db_name, "create_table", "new")
     pid = wait_stopped(db_name)
     kill_coordinator(db_name, pid)
     kind, text = outcome(w)
@@ -114,13 +113,13 @@ def test_coordinator_killed_while_adding_a_table(db_name, spawn_env, point):
 
 
 @pytest.mark.parametrize("point", DROP_POINTS)
-def test_coordinator_killed_while_dropping_a_table(db_name, spawn_env, point):
+def test_coordinator_killed_while_dropping_a_table(db_name, spawn_paused, point):
     db = DictDB(db_name)
     db.create_table("victim").insert([{"id": i} for i in range(100)])
     db.create_table("keep").insert({"id": 1})
     victim_uid = db._att.catalog.find("victim").uid
     kill_coordinator(db_name)
-    w = spawn_env({PAUSE: point}, "attempt", db_name, "drop_table", "victim")
+    w = spawn_paused("attempt", db_name, "drop_table", "victim")
     pid = wait_stopped(db_name)
     kill_coordinator(db_name, pid)
     kind, text = outcome(w)
@@ -135,7 +134,8 @@ def test_coordinator_killed_while_dropping_a_table(db_name, spawn_env, point):
     db.close()
 
 
-def test_semaphore_temp_file_leaked_by_a_kill_is_removed(db_name, spawn_env):
+@pytest.mark.parametrize("point", ["catalog.create_semaphore.1"])
+def test_semaphore_temp_file_leaked_by_a_kill_is_removed(db_name, spawn_paused, point):
     """glibc's window (temporary file written, not yet linked) is inside one C
     call, so a crash point cannot stop there: the coordinator stops just
     before the call, and the test leaves the file the kill would have left.
@@ -147,8 +147,7 @@ def test_semaphore_temp_file_leaked_by_a_kill_is_removed(db_name, spawn_env):
     try:
         old = plant_glibc_temp_file(mtime_ns=1_000_000_000)
         planted.append(old)
-        w = spawn_env({PAUSE: "catalog.create_semaphore.1"}, "attempt", db_name,
-                      "create_table", "new")
+        w = spawn_paused("attempt", db_name, "create_table", "new")
         pid = wait_stopped(db_name)
         leaked = plant_glibc_temp_file()
         planted.append(leaked)
@@ -182,8 +181,8 @@ def test_drop_table_starts_a_coordinator_when_none_runs(db_name):
     db.close()
 
 
-def test_private_database_adopted_by_create_table_stays_private(spawn_env):
-    creator = spawn_env({}, "create_private", "sleep")
+def test_private_database_adopted_by_create_table_stays_private(spawn):
+    creator = spawn("create_private", "sleep")
     name = creator.expect("RESULT")
     attached = DictDB.attach(name)
     kill_coordinator(name)
@@ -196,7 +195,7 @@ def test_private_database_adopted_by_create_table_stays_private(spawn_env):
 
 
 # ------------------------------------------ D: stopped and swamped coordinators
-def test_idle_connections_do_not_delay_others(db_name, spawn_env):
+def test_idle_connections_do_not_delay_others(db_name, spawn):
     db = DictDB(db_name)
     db.create_table("t")
     path = db._att.catalog.socket_path()
@@ -207,7 +206,7 @@ def test_idle_connections_do_not_delay_others(db_name, spawn_env):
             s.settimeout(30)
             s.connect(path)
             idle.append(s)
-        w = spawn_env({}, "attempt", db_name, "create_table", "u")
+        w = spawn("attempt", db_name, "create_table", "u")
         assert outcome(w, timeout=60) == ("RESULT", "ok")
         db.create_table("v")
         assert sorted(db.list_tables()) == ["t", "u", "v"]
@@ -217,15 +216,17 @@ def test_idle_connections_do_not_delay_others(db_name, spawn_env):
     db.close()
 
 
-def test_stopped_coordinator_fails_attach_and_create_table(db_name, spawn_env):
+def test_stopped_coordinator_fails_attach_and_create_table(db_name, spawn):
     db = DictDB(db_name)
     db.create_table("t")
     pid = coordinator_pid(db_name)
     os.kill(pid, signal.SIGSTOP)
     try:
         wait_until(lambda: process_state(pid) == "T", 10, "the coordinator to stop")
-        w = spawn_env({"DICTDB_SHM_START_TIMEOUT": "600"}, "attempt", db_name, "read", "t")
-        kind, text = outcome(w, timeout=60)
+        w = spawn("attempt", db_name, "read", "t")
+        # Less than the start timeout (30 s): a stopped coordinator is not
+        # one that is still starting, and is reported as soon as it is silent.
+        kind, text = outcome(w, timeout=client.START_TIMEOUT - 5)
         assert kind == "ERROR" and text.startswith("CoordinatorError"), text
         assert str(pid) in text
         with pytest.raises(CoordinatorError, match=str(pid)):

@@ -18,10 +18,7 @@ from dictdb_shm import DictDB, names
 from dictdb_shm.errors import OwnershipError
 from dictdb_shm.coordinator import client
 from dictdb_shm.engine import layout as L
-from proctools import (OTHER_UID, as_other_user, kill_coordinator, needs_root, outcome,
-                       spawn_env)
-
-__all__ = ["spawn_env"]          # a fixture
+from proctools import OTHER_UID, as_other_user, kill_coordinator, needs_root, outcome
 
 
 @pytest.fixture

@@ -373,11 +373,7 @@ def sweep_orphaned_private() -> list[str]:
     user's databases, and anything that is not quite a database, are skipped.
     """
     swept = []
-    try:
-        entries = os.listdir(names.SHM_DIR)
-    except FileNotFoundError:
-        return swept
-    for entry in entries:
+    for entry in names.shm_listing():
         if not (entry.startswith("dictdb_p") and entry.endswith(".catalog")):
             continue
         db = entry[len("dictdb_"):-len(".catalog")]

@@ -29,6 +29,7 @@ import errno
 import mmap
 import os
 import stat
+from typing import Callable
 
 import posix_ipc
 
@@ -129,13 +130,19 @@ class Segment:
 
 def unlink(name: str) -> bool:
     """Remove the name (mappings stay valid).  False when it did not exist."""
+    return unlink_posix_object(posix_ipc.unlink_shared_memory, name, _path(name))
+
+
+def unlink_posix_object(unlink_name: Callable[[str], None], name: str, path: str) -> bool:
+    """``unlink_name(name)``; False when it did not exist, OwnershipError when
+    the object at ``path`` is another user's."""
     try:
-        posix_ipc.unlink_shared_memory(name)
+        unlink_name(name)
         return True
     except posix_ipc.ExistentialError:
         return False
     except posix_ipc.PermissionsError:
-        raise OwnershipError(f"cannot remove {_path(name)}: another user owns it") from None
+        raise OwnershipError(f"cannot remove {path}: another user owns it") from None
 
 
 def _path(name: str) -> str:

@@ -29,7 +29,7 @@ from typing import Iterator
 import posix_ipc
 
 from dictdb_shm import names
-from dictdb_shm.engine.segment import MODE, check_owned
+from dictdb_shm.engine.segment import MODE, check_owned, unlink_posix_object
 from dictdb_shm.errors import DatabaseFullError, OwnershipError
 
 # glibc writes one sem_t (32 bytes on 64-bit Linux) to the temporary file.
@@ -88,14 +88,7 @@ def check(name: str) -> bool:
 
 def unlink(name: str) -> bool:
     """Remove semaphore ``name``; False when it did not exist."""
-    try:
-        posix_ipc.unlink_semaphore(name)
-        return True
-    except posix_ipc.ExistentialError:
-        return False
-    except posix_ipc.PermissionsError:
-        raise OwnershipError(f"cannot remove {names.semaphore_path(name)}: another user "
-                             "owns it") from None
+    return unlink_posix_object(posix_ipc.unlink_semaphore, name, names.semaphore_path(name))
 
 
 def remove_leaked_temp_files(started_ns: int) -> list[str]:
@@ -104,11 +97,7 @@ def remove_leaked_temp_files(started_ns: int) -> list[str]:
     holds ``creation_lock()``.  Returns the names removed."""
     low, high = started_ns - CLOCK_SLACK_NS, started_ns + LEAK_WINDOW_NS
     removed = []
-    try:
-        entries = os.listdir(names.SHM_DIR)
-    except FileNotFoundError:
-        return removed
-    for entry in entries:
+    for entry in names.shm_listing():
         if not names.GLIBC_SEMAPHORE_TEMP.fullmatch(entry):
             continue
         path = os.path.join(names.SHM_DIR, entry)
