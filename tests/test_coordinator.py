@@ -24,11 +24,14 @@ from conftest import ROOT, wait_until
 from dictdb_shm import CoordinatorError, DictDB, names
 from dictdb_shm.coordinator import client
 from dictdb_shm.engine import layout as L
+from dictdb_shm.engine import semaphores
 from dictdb_shm.engine.catalog import Catalog
+from dictdb_shm.engine.segment import Segment
 from proctools import (coordinator_pid, kill_coordinator, outcome, process_state,
                        spawn_paused, wait_stopped)
 
 __all__ = ["spawn_paused"]       # a fixture
+pytestmark = pytest.mark.slow
 
 ADD_POINTS = ["catalog.add_table.recorded", "catalog.add_table.slot_written",
               "catalog.create_semaphore.0", "catalog.create_semaphore.1",
@@ -167,6 +170,17 @@ def test_semaphore_temp_file_leaked_by_a_kill_is_removed(db_name, spawn_paused, 
         for name in planted:
             if name and os.path.exists(os.path.join(names.SHM_DIR, name)):
                 os.unlink(os.path.join(names.SHM_DIR, name))
+    db.close()
+
+
+def test_new_database_removes_what_an_earlier_one_of_its_name_left(db_name):
+    """A destroy cut short (the catalog goes last, but a kill can land
+    anywhere) can leave table objects without a catalog."""
+    Segment.create(names.heap_segment(db_name, 7, 1), 4096)
+    semaphores.create(names.write_semaphore(db_name, 7), 1)
+    assert len(names.shm_entries(db_name)) == 2
+    db = DictDB(db_name)
+    assert [e for e in names.shm_entries(db_name) if ".t7." in e] == []
     db.close()
 
 

@@ -114,6 +114,7 @@ class Coordinator:
             self._claim_fd = fd
             self._created = catalog is created
             if self._created:
+                self._remove_orphans(catalog)
                 catalog.publish()
                 log.info("created database %s (private=%s)", self.db, self.private)
             else:
@@ -167,6 +168,9 @@ class Coordinator:
         done = catalog.repair_interrupted_edit()
         if done:
             log.warning("repaired the catalog of %s: %s", self.db, done)
+        self._remove_orphans(catalog)
+
+    def _remove_orphans(self, catalog: Catalog) -> None:
         removed = catalog.remove_orphans()
         if removed:
             log.warning("removed objects of tables that are gone: %s", ", ".join(removed))

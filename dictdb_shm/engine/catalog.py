@@ -361,7 +361,8 @@ class Catalog:
         return done
 
     def remove_orphans(self) -> list[str]:
-        """Unlink every object of the database whose table uid is not live.
+        """Unlink every object of the database whose table uid is not live
+        (on a new catalog: whatever an earlier database of that name left).
         Coordinator only, while no catalog edit runs."""
         live = {e.uid for e in self.entries()}
         p = names.prefix(self.db)
@@ -414,6 +415,9 @@ def remove_table_objects(db: str, uid: int) -> None:
 
 
 def remove_database_objects(db: str) -> None:
-    """Unlink everything of ``db`` under /dev/shm: segments and semaphores."""
-    for entry in names.shm_entries(db):
+    """Unlink everything of ``db`` under /dev/shm: segments and semaphores.
+    The catalog goes last, so that a destroy cut short leaves a catalog that
+    says what is left (and that it was being destroyed)."""
+    catalog = names.catalog_segment(db).lstrip("/")
+    for entry in sorted(names.shm_entries(db), key=lambda e: e == catalog):
         _remove_entry(entry)
