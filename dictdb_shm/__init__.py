@@ -19,7 +19,7 @@ from dictdb_shm.errors import (CoordinatorError, CorruptionError, DatabaseClosed
                                DatabaseFullError, DatabaseNotFoundError, DictDBError,
                                DuplicateKeyError, DuplicateTableError, InvalidArgumentError,
                                InvalidNameError,
-                               LockTimeoutError, LockUpgradeError, RecordNotFoundError,
+                               LockTimeoutError, OwnershipError, LockUpgradeError, RecordNotFoundError,
                                RecordTooLargeError, SchemaValidationError, TableNotFoundError,
                                UnstorableValueError)
 from dictdb_shm.query import (And, Avg, Compare, Condition, Count, Field, Max, Min, Not, Or,
@@ -35,6 +35,6 @@ __all__ = [
     "TableNotFoundError", "SchemaValidationError", "DatabaseNotFoundError",
     "DatabaseClosedError", "DatabaseFullError", "InvalidArgumentError", "InvalidNameError",
     "LockTimeoutError",
-    "LockUpgradeError", "UnstorableValueError", "RecordTooLargeError", "CoordinatorError",
+    "LockUpgradeError", "OwnershipError", "UnstorableValueError", "RecordTooLargeError", "CoordinatorError",
     "CorruptionError",
 ]

@@ -95,4 +95,4 @@ def _catalog_still_there(att: Attachment) -> bool:
         st = os.stat(os.path.join(names.SHM_DIR, names.catalog_segment(att.db)[1:]))
     except FileNotFoundError:
         return False
-    return st.st_ino == os.fstat(att.catalog.repair_fd()).st_ino
+    return st.st_ino == att.catalog.segment.ino

@@ -109,6 +109,15 @@ class CoordinatorError(DictDBError):
             "see the log named in the message")
 
 
+class OwnershipError(DictDBError, PermissionError):
+    """An object or file we would use is not safely ours: another user owns
+    it, it is a symbolic link, or its mode lets others in.  Also a
+    PermissionError.  The message names the object."""
+
+    hint = ("another user may have made it to read or change your data; remove it as its "
+            "owner, or use another database name")
+
+
 class CorruptionError(DictDBError):
     hint = "the shared memory does not hold what this version expects; recreate the database"
 

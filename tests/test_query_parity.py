@@ -240,8 +240,6 @@ def test_select_with_a_negative_limit_as_dictdb_tests_it(people):
     assert people.select(limit=0) == [] and people.select(order_by="id", limit=0) == []
 
 
-@pytest.mark.xfail(strict=True, reason="core/table.py computes offset + limit before "
-                   "normalising; it must call query.normalize_paging first")
 def test_select_without_order_by_reads_negative_paging_as_dictdb(people):
     assert len(people.select(limit=-1)) == 4
     assert len(people.select(limit=2, offset=-1)) == 2

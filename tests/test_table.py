@@ -193,7 +193,10 @@ def test_argument_errors_are_dictdb_errors(users):
     from dictdb_shm import DictDBError, InvalidArgumentError
     for call in (lambda: users.insert("not a record"),
                  lambda: users.upsert({"id": 1}, on_conflict="merge"),
-                 lambda: users.select(limit=-1),
+                 lambda: users.select(limit="3"),
+                 lambda: users.select(offset=1.5),
+                 lambda: users.upsert(5),
+                 lambda: users.upsert([{"id": 1}]),
                  lambda: users.select(where="age > 3"),
                  lambda: users.create_index("age", "btree"),
                  lambda: users.select(order_by=5)):

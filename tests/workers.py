@@ -234,5 +234,28 @@ def serve_steps(db: str) -> None:
         out("RESULT", base64.b64encode(pickle.dumps(run_step(d, step))).decode())
 
 
+def attempt(db: str, action: str, table: str = "") -> None:
+    """Do one thing and report how it went: ``RESULT ok`` or ``ERROR <class> <message>``.
+    ``open`` is DictDB(db) (starting a coordinator with this process's
+    environment when none runs); the others attach first."""
+    from dictdb_shm import DictDBError
+    try:
+        if action == "open":
+            DictDB(db)
+        else:
+            d = DictDB.attach(db)
+            out("READY")
+            if action == "create_table":
+                d.create_table(table)
+            elif action == "drop_table":
+                d.drop_table(table)
+            elif action == "read":
+                d.get_table(table).all()
+    except DictDBError as exc:
+        out("ERROR", type(exc).__name__, str(exc).replace("\n", " "))
+        return
+    out("RESULT", "ok")
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])

@@ -24,7 +24,7 @@ from dictdb_shm.errors import (DuplicateKeyError, InvalidArgumentError, RecordNo
                                SchemaValidationError)
 from dictdb_shm.lock.rwlock import TableLock
 from dictdb_shm.query import (Aggregate, Compare, Field, aggregate_rows, as_predicate,
-                              compile_predicate, shape_rows)
+                              compile_predicate, normalize_paging, shape_rows)
 
 if TYPE_CHECKING:
     from dictdb_shm.core.database import DictDB
@@ -192,6 +192,9 @@ class Table:
         if on_conflict not in _ON_CONFLICT:
             raise InvalidArgumentError(
                 f"on_conflict must be one of {_ON_CONFLICT}, not {on_conflict!r}")
+        if not isinstance(record, Mapping):
+            raise InvalidArgumentError(
+                f"upsert takes one record (a dict), not {type(record).__name__}")
         pk = record.get(self.primary_key, _MISSING)
         if pk is _MISSING:
             return self.insert(record), "inserted"
@@ -262,6 +265,7 @@ class Table:
         returns the same private dicts.  Without ``order_by`` the order is the
         order in which records were last written.
         """
+        limit, offset = normalize_paging(limit, offset)
         if (type(where) is Compare and where.op == "eq" and where.field == self.primary_key
                 and columns is None and order_by is None and not offset and not distinct
                 and (limit is None or limit > 0)):

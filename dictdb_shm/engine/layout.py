@@ -30,6 +30,20 @@ Header, bytes [0, 4096)::
     104  u64 destroyed             1 once destroy() began: set before anything is
                                    unlinked, so every handle still mapping this
                                    catalog fails instead of writing into orphans
+    112  u64 edit kind             EDIT_ADD / EDIT_REMOVE while the coordinator adds
+                                   or removes a table, EDIT_NONE otherwise: written
+                                   after the slot and uid below, cleared once the
+                                   edit is complete, so a new coordinator can finish
+                                   or undo the edit of one that died
+    120  u64 edit slot            128  u64 edit uid
+    136  u64 semaphore creation    CLOCK_REALTIME ns at which a semaphore creation
+                                   began, 0 when none is under way (see catalog.py)
+    256  u16 control socket path length, then the path of the coordinator's
+         socket (at most SOCKET_PATH_MAX bytes); 0 until a coordinator listens
+
+The serving coordinator holds an OFD write lock on the one byte at
+COORDINATOR_CLAIM_AT of the catalog file.  It lies past the segment's end, so
+it never meets a byte range that the table locks use.
 
 Table slots, ``MAX_TABLES`` of ``SLOT_SIZE`` bytes from ``SLOTS_AT``; slot i::
 
@@ -72,7 +86,7 @@ from __future__ import annotations
 import struct
 from typing import Any, NamedTuple
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 MAGIC = b"DDBSHMC1"
 FLAG_PRIVATE = 1
 
@@ -85,6 +99,17 @@ AUTHKEY_AT = 64
 AUTHKEY_SIZE = 32
 NEXT_UID_AT = 96
 DESTROYED_AT = 104
+EDIT_KIND_AT = 112
+EDIT_SLOT_AT = 120
+EDIT_UID_AT = 128
+SEMAPHORE_CREATION_AT = 136
+SOCKET_PATH_AT = 256
+SOCKET_PATH_LEN = struct.Struct("<H")
+SOCKET_PATH_MAX = 512
+
+EDIT_NONE = 0
+EDIT_ADD = 1
+EDIT_REMOVE = 2
 
 U64 = struct.Struct("<Q")
 TWO_U64 = struct.Struct("<QQ")
@@ -94,6 +119,7 @@ SLOTS_AT = 4096
 SLOT_SIZE = 8192
 MAX_TABLES = 256
 CATALOG_SIZE = SLOTS_AT + SLOT_SIZE * MAX_TABLES
+COORDINATOR_CLAIM_AT = CATALOG_SIZE
 
 SLOT_FREE = 0
 SLOT_LIVE = 1
@@ -155,7 +181,8 @@ class Descriptor(NamedTuple):
 EMPTY_TABLE = Descriptor(0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0)
 
 
-if DESCRIPTOR.size > DESC_SIZE or LOCK_MUTEX + LOCK_MUTEX_SIZE > LOCK_REGION_SIZE:
+if DESCRIPTOR.size > DESC_SIZE or LOCK_MUTEX + LOCK_MUTEX_SIZE > LOCK_REGION_SIZE or \
+        SOCKET_PATH_AT + SOCKET_PATH_LEN.size + SOCKET_PATH_MAX > SLOTS_AT:
     raise ImportError("engine/layout.py: a region outgrew its reserved bytes")
 
 
