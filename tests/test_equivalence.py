@@ -11,7 +11,7 @@ import base64
 import pickle
 
 from dictdb_shm import DictDB
-from tests_scenario import STEPS, run_step
+from scenario import STEPS, run_step
 
 
 def test_one_process_private_equals_two_processes_named(db_name, spawn):

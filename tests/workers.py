@@ -224,7 +224,7 @@ def serve_steps(db: str) -> None:
     """Run scenario steps sent on stdin (base64 pickles), one reply per step."""
     import base64
     import pickle
-    from tests_scenario import run_step
+    from scenario import run_step
     d = DictDB.attach(db)
     out("READY")
     for line in sys.stdin:

@@ -1,6 +1,8 @@
 """Command line: ``python -m dictdb_shm.coordinator serve|stop|status NAME``.
 
-Exit status 0 on success, 1 with a one-line message on stderr for an error a
+Owns: parsing these three commands and turning errors into exit codes.  Must
+never: do the work itself (service.py and client.py do) or print a
+traceback for an error a user can fix.  Exit status 0 on success, 1 with a one-line message on stderr for an error a
 user can fix (a bad or missing name, a database of another user).
 """
 

@@ -87,6 +87,20 @@ class Coordinator:
         self._torn_down = False
         self._stopping = False
 
+    @property
+    def att(self) -> Attachment:
+        """The coordinator's own attachment (``open_catalog`` makes it)."""
+        if self._att is None:
+            raise errors.CoordinatorError(f"the coordinator of {self.db!r} has not opened "
+                                          "its catalog yet")
+        return self._att
+
+    @property
+    def sock(self) -> socket.socket:
+        if self._sock is None:
+            raise errors.CoordinatorError(f"the coordinator of {self.db!r} is not listening")
+        return self._sock
+
     # -------------------------------------------------------------- start-up
     def open_catalog(self) -> None:
         """Create the catalog, or claim and repair the existing one.
@@ -125,10 +139,10 @@ class Coordinator:
             raise errors.CoordinatorError(f"the catalog of {self.db!r} kept changing while "
                                           "the coordinator opened it")
         self._att = Attachment.get(self.db)
-        self.private = self._att.catalog.private
-        self.owner = tuple(self._att.catalog.owner())  # type: ignore[assignment]
-        self._authkey = self._att.catalog.authkey
-        self._att.catalog.set_coordinator(*own_identity())
+        self.private = self.att.catalog.private
+        self.owner = tuple(self.att.catalog.owner())  # type: ignore[assignment]
+        self._authkey = self.att.catalog.authkey
+        self.att.catalog.set_coordinator(*own_identity())
 
     def _claimed(self, fd: int, created: Catalog | None) -> Catalog | None:
         """The catalog under claim ``fd``, or None (after cleaning up what
@@ -195,8 +209,7 @@ class Coordinator:
         self._sock = sock
         self._socket_path = path
         self._socket_ino = os.lstat(path).st_ino
-        assert self._att is not None
-        self._att.catalog.set_socket_path(path)
+        self.att.catalog.set_socket_path(path)
 
     def abandon(self) -> None:
         """Undo a start-up that failed: remove what this process created."""
@@ -208,10 +221,9 @@ class Coordinator:
     def serve_forever(self) -> None:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
-        assert self._sock is not None
         while True:
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = self.sock.accept()
             except OSError as exc:
                 log.warning("accept failed: %s", exc)
                 time.sleep(0.05)
@@ -261,26 +273,24 @@ class Coordinator:
         names.check_table_name(name)
         if not isinstance(meta, dict):
             raise errors.InvalidArgumentError("a table definition is a dict")
-        assert self._att is not None
         with self._edit:
             self._check_serving()
-            entry = self._att.catalog.add_table(name, meta)
+            entry = self.att.catalog.add_table(name, meta)
         return [entry.index, entry.uid]
 
     def op_drop_table(self, name: str) -> None:
-        assert self._att is not None
         with self._edit:
             self._check_serving()
-            entry = self._att.catalog.find(name)
+            entry = self.att.catalog.find(name)
             if entry is None:
                 raise errors.TableNotFoundError(f"no table {name!r} in database {self.db!r}")
-            lock, _ = self._att.table(entry)
+            lock, _ = self.att.table(entry)
             lock.acquire_write()
             try:
-                self._att.catalog.remove_table(entry)
+                self.att.catalog.remove_table(entry)
             finally:
                 lock.release_write()
-            self._att.forget_table(entry.uid)
+            self.att.forget_table(entry.uid)
 
     def op_destroy(self) -> None:
         self._teardown("a destroy request")
@@ -305,10 +315,9 @@ class Coordinator:
         if not claim.is_current(self.db, self._claim_fd):
             log.warning("the catalog of %s was removed from outside: exiting", self.db)
             self.destroy_and_exit()
-        assert self._att is not None
         with self._edit:
-            for entry in self._att.catalog.entries():
-                lock, _ = self._att.table(entry)
+            for entry in self.att.catalog.entries():
+                lock, _ = self.att.table(entry)
                 pid, ticks = lock.holder()
                 if lock.repair_abandoned() and pid and not is_alive(pid, ticks):
                     log.info("pid %d died holding table %s: repaired", pid, entry.name)
@@ -332,14 +341,13 @@ class Coordinator:
             self._stopping = True
             edit_free = self._edit.acquire(timeout=EDIT_WAIT_ON_DESTROY)
             try:
-                assert self._att is not None
                 if claim.is_current(self.db, self._claim_fd):
                     log.info("destroying database %s (%s)", self.db, reason)
-                    teardown.destroy(self._att)
+                    teardown.destroy(self.att)
                     self._remove_socket()
                     _unlink_quietly(names.coordinator_log(self.db))
                 else:
-                    self._att.catalog.mark_destroyed()
+                    self.att.catalog.mark_destroyed()
             finally:
                 if edit_free:
                     self._edit.release()

@@ -28,10 +28,8 @@ from dictdb_shm.attachment import Attachment
 from dictdb_shm.coordinator import client
 from dictdb_shm.core import schema as schemas
 from dictdb_shm.core.table import Table
-from dictdb_shm.engine.catalog import TableEntry
-from dictdb_shm.engine.store import TableStore
 from dictdb_shm.errors import DatabaseClosedError, InvalidArgumentError, TableNotFoundError
-from dictdb_shm.lock.rwlock import TableLock
+from dictdb_shm.persistence.csv_io import import_csv
 from dictdb_shm.procinfo import own_identity
 
 _private_dbs: "weakref.WeakSet[DictDB]" = weakref.WeakSet()
@@ -61,7 +59,9 @@ class DictDB:
             client.ensure_running(name, create=True)
         self._name = name
         self._att = Attachment.get(name, wait=5, lock_timeout=lock_timeout)
-        self._tables: dict[str, Table] = {}
+        # name -> ((slot, uid), Table): a cached Table is reused while the
+        # catalog still holds that very table.
+        self._tables: dict[str, tuple[tuple[int, int], Table]] = {}
         self._mutex = threading.Lock()
 
     @classmethod
@@ -139,13 +139,15 @@ class DictDB:
 
     def get_table(self, table_name: str) -> Table:
         with self._mutex:
-            table = self._tables.get(table_name)
             att = self._attachment()
-            if table is not None and att.catalog.is_current(
-                    table._slot, table._store.uid):
-                return table
-            table = Table._open(self, table_name)
-            self._tables[table_name] = table
+            cached = self._tables.get(table_name)
+            if cached is not None and att.catalog.is_current(*cached[0]):
+                return cached[1]
+            entry = att.catalog.find(table_name)
+            if entry is None:
+                raise TableNotFoundError(f"no table {table_name!r} in database {self._name!r}")
+            table = Table._open(self, table_name, entry.meta, att.table(entry)[1])
+            self._tables[table_name] = ((entry.index, entry.uid), table)
             return table
 
     def drop_table(self, table_name: str) -> None:
@@ -163,19 +165,10 @@ class DictDB:
                    skip_validation: bool = False) -> int:
         """Create ``table_name`` from a CSV file in one all-or-nothing insert;
         returns the number of rows.  See persistence/csv_io.py for the rules."""
-        from dictdb_shm.persistence.csv_io import import_csv
         return import_csv(self, path, table_name, primary_key=primary_key,
                           delimiter=delimiter, has_header=has_header, encoding=encoding,
                           schema=schema, infer_types=infer_types,
                           skip_validation=skip_validation)
-
-    def _open_table(self, table_name: str) -> tuple[TableEntry, TableLock, TableStore]:
-        att = self._attachment()
-        entry = att.catalog.find(table_name)
-        if entry is None:
-            raise TableNotFoundError(f"no table {table_name!r} in database {self._name!r}")
-        lock, store = att.table(entry)
-        return entry, lock, store
 
 
 def _remove_private_databases() -> None:
@@ -188,3 +181,4 @@ def _remove_private_databases() -> None:
 
 
 atexit.register(_remove_private_databases)
+Table._database_type = DictDB

@@ -14,20 +14,16 @@ taking a lock in the common case.
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
-from dictdb_shm.core import schema as schemas
 from dictdb_shm.core import planner
-from dictdb_shm.engine import StorageEngine
-from dictdb_shm.engine import DELETE, INSERT, PUT
+from dictdb_shm.core import schema as schemas
+from dictdb_shm.engine import DELETE, INSERT, PUT, StorageEngine, TableLocking
 from dictdb_shm.errors import (DuplicateKeyError, InvalidArgumentError, RecordNotFoundError,
                                SchemaValidationError)
-from dictdb_shm.lock.rwlock import TableLock
+from dictdb_shm.persistence.csv_io import export_csv
 from dictdb_shm.query import (Aggregate, Compare, Field, aggregate_rows, as_predicate,
                               compile_predicate, normalize_paging, shape_rows)
-
-if TYPE_CHECKING:
-    from dictdb_shm.core.database import DictDB
 
 Record = dict[str, Any]
 _MISSING = object()
@@ -43,35 +39,44 @@ class Table:
     ``db.create_table`` / ``db.get_table``.  ``t.field`` and ``t["field"]``
     build query conditions (``t["count"]`` reaches a field whose name is also
     a method).  A Table pickles as the names to attach to.
+
+    ``t.get(pk, default=None)`` is the point read by primary key, lock-free:
+    it is the store's own ``get``, bound to the instance (the hottest call
+    skips a layer).
     """
 
-    _lock: TableLock
+    # Set by core/database.py when it is imported: the database class that a
+    # standalone Table creates and a pickled one reattaches through.  (This
+    # module must not import it: database.py imports this one.)
+    _database_type: ClassVar[Any] = None
+
+    lock: TableLocking
     _store: StorageEngine
 
     def __init__(self, name: str, primary_key: str = "id",
                  schema: Mapping[str, type] | None = None) -> None:
-        from dictdb_shm.core.database import DictDB
-        db = DictDB()
-        db.create_table(name, primary_key=primary_key, schema=schema)
-        self._bind(db, name)
+        db = self._database_type()
+        made = db.create_table(name, primary_key=primary_key, schema=schema)
+        self._bind(db, name, {"pk": made.primary_key, "schema": schemas.encode_schema(
+            made._schema, made.primary_key)}, made._store)
 
     @classmethod
-    def _open(cls, db: "DictDB", name: str) -> "Table":
+    def _open(cls, db: Any, name: str, meta: Mapping[str, Any],
+              store: StorageEngine) -> "Table":
         table = cls.__new__(cls)
-        table._bind(db, name)
+        table._bind(db, name, meta, store)
         return table
 
-    def _bind(self, db: "DictDB", name: str) -> None:
-        entry, lock, store = db._open_table(name)
+    def _bind(self, db: Any, name: str, meta: Mapping[str, Any],
+              store: StorageEngine) -> None:
         self._db = db
         self.table_name = name
-        self.primary_key = entry.meta["pk"]
-        self._schema = schemas.decode_schema(entry.meta.get("schema"))
-        self._slot = entry.index
+        self.primary_key = meta["pk"]
+        self._schema = schemas.decode_schema(meta.get("schema"))
         self._fields: dict[str, Field] = {}
-        self._lock = lock
         self._store = store
-        # The point read is the hottest call: skip a layer (same signature).
+        self.lock = store.lock
+        self._lock = store.lock          # DictDB's name, for code written against it
         self.get = store.get  # type: ignore[method-assign]
 
     # --------------------------------------------------------------- fields
@@ -92,7 +97,7 @@ class Table:
             return f
 
     def __reduce__(self) -> tuple:
-        return (_reopen_table, (self._db.name, self.table_name))
+        return (_reopen_table, (type(self), self._db.name, self.table_name))
 
     def __repr__(self) -> str:
         return f"<Table {self.table_name!r} of database {self._db.name!r}>"
@@ -119,7 +124,7 @@ class Table:
     def _insert_one(self, record: Record, skip_validation: bool) -> Any:
         """insert() of one plain dict: the single-row hot path."""
         pk_name = self.primary_key
-        lock = self._lock
+        lock = self.lock
         lock.acquire_write()
         try:
             pk = record.get(pk_name, _MISSING)
@@ -153,7 +158,7 @@ class Table:
 
     def _insert_locked(self, records: Sequence[Record], skip_validation: bool) -> list[Any]:
         pk_name, schema, name = self.primary_key, self._schema, self.table_name
-        with self._lock.write_lock():
+        with self.lock.write_lock():
             next_pk = None
             pks: list[Any] = []
             changes = []
@@ -198,7 +203,7 @@ class Table:
         pk = record.get(self.primary_key, _MISSING)
         if pk is _MISSING:
             return self.insert(record), "inserted"
-        with self._lock.write_lock():
+        with self.lock.write_lock():
             current = self._store.read(lambda s: s.lookup(pk))
             if current is None:
                 return self.insert(record), "inserted"
@@ -218,7 +223,7 @@ class Table:
         if not isinstance(changes, Mapping):
             raise InvalidArgumentError("update takes a dict of field -> new value")
         pk_name = self.primary_key
-        with self._lock.write_lock():
+        with self.lock.write_lock():
             matches = self._matching(where)
             if not matches:
                 raise RecordNotFoundError(
@@ -241,7 +246,7 @@ class Table:
         """Delete every record matching ``where`` (all when None), all or
         nothing.  RecordNotFoundError when none match."""
         pk_name = self.primary_key
-        with self._lock.write_lock():
+        with self.lock.write_lock():
             matches = self._matching(where)
             if not matches:
                 raise RecordNotFoundError(
@@ -250,10 +255,6 @@ class Table:
         return len(matches)
 
     # ---------------------------------------------------------------- reads
-    def get(self, pk: Any, default: Any = None) -> Any:
-        """The record with primary key ``pk`` or ``default``: the fast path."""
-        return self._store.get(pk, default)
-
     def select(self, columns: Sequence[str] | Mapping[str, str] | None = None,
                where: Any = None, order_by: str | Sequence[str] | None = None,
                limit: int | None = None, offset: int = 0, copy: bool = True,
@@ -346,7 +347,6 @@ class Table:
                    delimiter: str = ",", encoding: str = "utf-8") -> int:
         """Write ``records`` (default: the rows matching ``where``) to a CSV
         file, atomically (temporary file, fsync, rename).  Returns the row count."""
-        from dictdb_shm.persistence.csv_io import export_csv
         return export_csv(self, path, records=records, columns=columns, where=where,
                           delimiter=delimiter, encoding=encoding)
 
@@ -358,7 +358,7 @@ class Table:
         with the data.  Creating an existing index does nothing."""
         if not isinstance(field, str) or not field:
             raise InvalidArgumentError("create_index needs a field name")
-        with self._lock.write_lock():
+        with self.lock.write_lock():
             self._store.create_index(field, index_type)
 
     def indexed_fields(self) -> list[str]:
@@ -378,7 +378,5 @@ class Table:
         return dict(self._schema) if self._schema is not None else None
 
 
-def _reopen_table(db_name: str, table: str) -> Table:
-    from dictdb_shm.core.database import DictDB
-    return DictDB.attach(db_name).get_table(table)
-
+def _reopen_table(cls: type[Table], db_name: str, table: str) -> Table:
+    return cls._database_type.attach(db_name).get_table(table)

@@ -13,7 +13,7 @@ methods.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -23,8 +23,30 @@ PUT = 1         # insert or replace
 DELETE = 2      # the key must exist; the record is ignored
 
 
+class TableLocking(Protocol):
+    """The table's reader-writer lock, shared by every process using it."""
+
+    def read_lock(self, timeout: float | None = None) -> ContextManager[None]: ...
+
+    def write_lock(self, timeout: float | None = None) -> ContextManager[None]: ...
+
+    def acquire_write(self, timeout: float | None = None) -> None: ...
+
+    def release_write(self) -> None: ...
+
+    def acquire_read(self, timeout: float | None = None) -> None: ...
+
+    def release_read(self) -> None: ...
+
+
 class StorageEngine(Protocol):
-    """What a Table needs from the storage of one table."""
+    """What a Table needs from the storage of one table.
+
+    ``lock`` is the table's lock: a Table takes ``write_lock()`` around every
+    write call and passes the store one batch per call.
+    """
+
+    lock: TableLocking
 
     def get(self, pk: Any, default: Any = None) -> Any:
         """The record with primary key ``pk``, or ``default``."""

@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import time
+from typing import Any
 
 import msgpack
 
@@ -41,13 +42,21 @@ from dictdb_shm import crashpoints, names
 from dictdb_shm.engine import layout as L
 from dictdb_shm.engine import semaphores
 from dictdb_shm.engine.segment import Segment, unlink
-from dictdb_shm.engine.store import init_store_region
 from dictdb_shm.lock.rwlock import init_lock_region
 from dictdb_shm.errors import (CorruptionError, DatabaseFullError, DatabaseNotFoundError,
                                DuplicateTableError, InvalidNameError)
 from dictdb_shm.procinfo import is_alive
 
 _TABLE_UID = re.compile(r"t(\d+)\.")
+
+
+def init_store_region(buf: Any, slot_base: int, uid: int) -> None:
+    """Write an empty table's store region: no segments yet (the first write
+    makes them), and the uid every handle checks (store.py, lock/rwlock.py)."""
+    base = slot_base + L.STORE_REGION
+    buf[base:base + L.STORE_REGION_SIZE] = bytes(L.STORE_REGION_SIZE)
+    L.DESCRIPTOR.pack_into(buf, base + L.STORE_DESC, *L.EMPTY_TABLE)
+    L.U64.pack_into(buf, base + L.STORE_UID, uid)
 
 
 def table_semaphores(db: str, uid: int) -> list[tuple[str, int]]:

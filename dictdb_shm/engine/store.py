@@ -19,18 +19,14 @@ torn bytes, so it bounds every loop and treats any exception as "retry"
 until ``seq`` proves the bytes were stable.
 
 *Writes are appends plus one flip* (``apply``, under the write lock):
-encode every change (records.encode_changes: bad input fails before
-anything changes); make room (growth.py); note ``txn_end`` and append the
-records past the committed end (append.py); bring the indexes in step
-(in place under ``index_dirty`` for a small write, a fresh segment for a big
-one); then write the inactive descriptor and flip ``active`` with one
-8-byte store.  That store is the commit.
-
-*Undo* (``recover``) walks the records past the committed end, newest
-first, puts each directory entry back to the ``prev`` its record remembers,
-clears the SUPERSEDED flags it set, zeroes the tail, and rebuilds an index
-segment left dirty.  It runs when ``apply`` raises and, through the lock,
-when a writer died.
+encode every change (bad input fails before anything changes), make room
+(growth.py), append past the committed end (append.py), bring the indexes in
+step, then write the inactive descriptor and flip ``active`` with one 8-byte
+store: the commit.  *Undo* (``recover``) walks the records past the
+committed end newest first, puts each directory entry back to the ``prev``
+its record remembers, clears the SUPERSEDED flags, zeroes the tail and
+rebuilds an index segment left dirty; it runs when ``apply`` raises and,
+through the lock, when a writer died.
 
 Invariants
 ----------
@@ -82,15 +78,6 @@ Descriptor = L.Descriptor
 EMPTY = L.EMPTY_TABLE
 
 
-def init_store_region(buf: Any, slot_base: int, uid: int) -> None:
-    """Write an empty table's store region (done by the catalog on create).
-    The first write rebuilds into segment 1, so a new table maps nothing."""
-    base = slot_base + L.STORE_REGION
-    buf[base:base + L.STORE_REGION_SIZE] = bytes(L.STORE_REGION_SIZE)
-    L.DESCRIPTOR.pack_into(buf, base + L.STORE_DESC, *EMPTY)
-    _U64_PUT(buf, base + L.STORE_UID, uid)
-
-
 class TableStore:
     """The storage engine of one table (see the module docstring)."""
 
@@ -107,17 +94,17 @@ class TableStore:
         self._uid_w = self._seq_w + 2
         self._txn_w = (self._base + L.STORE_TXN_END) // L.WORD
         self._dirty_w = (self._base + L.STORE_INDEX_DIRTY) // L.WORD
-        self._lock = lock
+        self.lock = lock
         self._max_record = max_record_bytes
         self._active = -1
-        self._desc = EMPTY
+        self.desc = EMPTY
         self._heap_id = 0
-        self._heap: Any = b""
+        self.heap: Any = b""
         self._dir_id = 0
-        self._dir: Any = b""
+        self.directory: Any = b""
         self._dw = L.words(b"")          # the directory as words: [2i] hash, [2i+1] offset
         self._index_id = 0
-        self._indexes: dict[str, IX.Index] = {}
+        self.indexes_by_field: dict[str, IX.Index] = {}
         self._shift = 64
         self._mask = 0
         self._heap_end = 0
@@ -128,15 +115,15 @@ class TableStore:
         desc = Descriptor._make(
             _DESC(self._cat, self._base + L.STORE_DESC + L.DESC_SIZE * (active & 1)))
         if desc.heap_seg != self._heap_id:
-            self._heap = self._attach(names.heap_segment, desc.heap_seg)
+            self.heap = self._attach(names.heap_segment, desc.heap_seg)
             self._heap_id = desc.heap_seg
         if desc.dir_seg != self._dir_id:
-            self._dir = self._attach(names.directory_segment, desc.dir_seg)
-            self._dw = L.words(self._dir)
+            self.directory = self._attach(names.directory_segment, desc.dir_seg)
+            self._dw = L.words(self.directory)
             self._dir_id = desc.dir_seg
         if desc.index_seg != self._index_id:
             buf = self._attach(names.index_segment, desc.index_seg)
-            self._indexes = indexing.open_indexes(buf, desc.dir_cap)
+            self.indexes_by_field = indexing.open_indexes(buf, desc.dir_cap)
             self._index_id = desc.index_seg
         self._set_shape(desc)
         self._active = active
@@ -153,14 +140,14 @@ class TableStore:
 
     def _set_shape(self, desc: Descriptor) -> None:
         cap = desc.dir_cap
-        if cap != self._desc.dir_cap or not cap:
+        if cap != self.desc.dir_cap or not cap:
             if cap:
                 self._shift = 64 - (cap.bit_length() - 1)
                 self._mask = cap - 1
             else:
                 self._shift, self._mask = 64, 0
         self._heap_end = desc.heap_end
-        self._desc = desc
+        self.desc = desc
 
     def _check_table(self) -> int:
         """Under a lock: map the current segments; raise if the table is gone."""
@@ -222,7 +209,7 @@ class TableStore:
                             found = None
                             break
                         if dw[2 * i] == h and eo & _INT_ENTRY and eo != _TOMB:
-                            heap = self._heap
+                            heap = self.heap
                             off = (eo & _OFFSET_MASK) - 1
                             _, blen, kind, _, pklen = _RHEAD(heap, off)
                             off += _HDR + pklen
@@ -239,7 +226,7 @@ class TableStore:
             if w[seq_w] == seq and found is not _TornRead:
                 return default if found is None else found
         key = R._packb(pk) if pkb is None else pkb
-        with self._lock.read_lock():
+        with self.lock.read_lock():
             self._check_table()
             found = self._lookup(key, *R.key_hash(pk, key))
         return default if found is None else found
@@ -248,7 +235,7 @@ class TableStore:
         """The record of the key with bytes ``pkb`` and hash ``h``, or None."""
         if not self._mask:
             return None
-        heap = self._heap
+        heap = self.heap
         off = R.probe(self._dw, heap, self._shift, self._mask, h, pkb, int_key)[1]
         if off == R.PROBE_FULL:
             raise _TornRead
@@ -265,7 +252,7 @@ class TableStore:
         so it must not have side effects; inside it use ``scan``, ``lookup``,
         ``index_candidates``, ``scan_containing`` and ``live_count``.
         """
-        if not self._lock.held_by_me():
+        if not self.lock.held_by_me():
             w, seq_w = self._w, self._seq_w
             for _ in range(OPTIMISTIC_TRIES - 1):
                 seq = self._begin_read()
@@ -279,7 +266,7 @@ class TableStore:
                     if result is _TornRead:
                         break  # the bytes were stable: the error is real, rerun under the lock
                     return result
-        with self._lock.read_lock():
+        with self.lock.read_lock():
             self._check_table()
             return fn(self)
 
@@ -299,12 +286,12 @@ class TableStore:
         retries) as soon as it sees a writer, rather than finishing a pass
         that the final ``seq`` check would throw away.
         """
-        heap = self._heap
+        heap = self.heap
         end = self._heap_end
         off = 0
         unpackb = _unpackb
         w, seq_w = self._w, self._seq_w
-        watch = not self._lock.held_by_me()
+        watch = not self.lock.held_by_me()
         n = 0
         while off < end:
             total, blen, kind, flags, pklen = _RHEAD(heap, off)
@@ -325,11 +312,11 @@ class TableStore:
         needle = search.pair_pattern(field, values)
         if needle is None:
             return None
-        d = self._desc
-        return search.records_around(self._heap, d.heap_end, d.heap_cap, d.n_records, needle)
+        d = self.desc
+        return search.records_around(self.heap, d.heap_end, d.heap_cap, d.n_records, needle)
 
     def live_count(self) -> int:
-        return self._desc.live
+        return self.desc.live
 
     def count(self) -> int:
         return self.read(TableStore.live_count)
@@ -337,49 +324,33 @@ class TableStore:
     # ----------------------------------------------------------------- indexes
     def indexes(self) -> dict[str, str]:
         """Inside ``read`` or a lock: ``{field: "hash" | "sorted"}``."""
-        return indexing.kinds(self._indexes)
+        return indexing.kinds(self.indexes_by_field)
 
     def index_estimate(self, field: str, op: str, value: Any) -> int | None:
         """Inside ``read``: how many records an indexed equality reaches."""
-        return indexing.estimate(self._indexes, field, op, value)
+        return indexing.estimate(self.indexes_by_field, field, op, value)
 
     def index_candidates(self, field: str, op: str, value: Any) -> list[dict] | None:
         """Inside ``read``: the records an index on ``field`` offers for
         ``field <op> value``, a superset of the matches; None when no index
         can answer (the caller scans)."""
-        slots = indexing.candidate_slots(self._indexes, field, op, value)
+        slots = indexing.candidate_slots(self.indexes_by_field, field, op, value)
         if slots is None:
             return None
-        return indexing.records_at(self._dir, self._heap, slots)
+        return indexing.records_at(self.directory, self.heap, slots)
 
     def create_index(self, field: str, kind: str) -> bool:
         """Under the write lock: index ``field``; False when it already is."""
         self._check_table()
-        if field in self._indexes:
+        if field in self.indexes_by_field:
             return False
-        defs = indexing.add_definition(self._indexes, field, kind, self.table)
+        defs = indexing.add_definition(self.indexes_by_field, field, kind, self.table)
         growth.replace_index_segment(self, defs)
         return True
 
     # ------------------------------------------ segments (for growth.py)
     # Engine-internal, under the write lock: growth.py replaces segments
-    # through these and nothing else.
-    @property
-    def desc(self) -> Descriptor:
-        return self._desc
-
-    @property
-    def heap(self) -> Any:
-        return self._heap
-
-    @property
-    def directory(self) -> Any:
-        return self._dir
-
-    @property
-    def indexes_by_field(self) -> dict[str, IX.Index]:
-        return self._indexes
-
+    # through these (and reads desc, heap, directory, indexes_by_field).
     def new_segment(self, name_of: Callable[[str, int, int], str], seg: int,
                     size: int) -> Segment:
         """A new, zeroed segment of this table.  Never for a destroyed
@@ -402,17 +373,17 @@ class TableStore:
         """Use new mappings now, before the flip that publishes them, so
         ``_sync`` does not map them again."""
         if heap is not None:
-            self._heap_id, self._heap = heap
+            self._heap_id, self.heap = heap
         if directory is not None:
-            self._dir_id, self._dir = directory
-            self._dw = L.words(self._dir)
+            self._dir_id, self.directory = directory
+            self._dw = L.words(self.directory)
         if index is not None:
             seg, segment = index
             if segment is None:
-                self._index_id, self._indexes = 0, {}
+                self._index_id, self.indexes_by_field = 0, {}
             else:
                 self._index_id = seg
-                self._indexes = indexing.open_indexes(segment.buf, dir_cap)
+                self.indexes_by_field = indexing.open_indexes(segment.buf, dir_cap)
 
     def publish(self, desc: Descriptor) -> None:
         """Commit ``desc``: write the inactive descriptor, then flip ``active``.
@@ -429,7 +400,7 @@ class TableStore:
     def next_auto_pk(self) -> int:
         """Under the write lock: the next free auto-assigned primary key."""
         self._check_table()
-        next_pk = self._desc.next_pk
+        next_pk = self.desc.next_pk
         if next_pk > _INT_MAX:
             raise DatabaseFullError(
                 f"table {self.table!r} has used every automatic primary key up to "
@@ -443,13 +414,13 @@ class TableStore:
         must be new: DuplicateKeyError), PUT (insert or replace) or DELETE
         (``record`` ignored; the key must exist: RecordNotFoundError).
         """
-        if not self._lock.write_held_by_me():
+        if not self.lock.write_held_by_me():
             raise RuntimeError("TableStore.apply needs the table's write lock")
         self._check_table()
         batch, nbytes, nkeys = R.encode_changes(changes, self.table, self._max_record)
         if not batch:
             return
-        d = self._desc
+        d = self.desc
         if d.heap_end + nbytes > d.heap_cap or d.dir_used + nkeys > d.dir_cap * R.MAX_LOAD:
             growth.make_room(self, nbytes, nkeys)
         try:
@@ -460,22 +431,22 @@ class TableStore:
 
     def _append(self, batch: list, nbytes: int) -> None:
         """Steps 3 and 4 of a write: append past the committed end, then commit."""
-        desc = self._desc
+        desc = self.desc
         self._w[self._txn_w] = desc.heap_end + nbytes
-        new, touched = append_records(self._desc, self._heap, self._dw, self._shift,
-                                      self._mask, batch, bool(self._indexes), self.table)
-        if not self._indexes:
+        new, touched = append_records(self.desc, self.heap, self._dw, self._shift,
+                                      self._mask, batch, bool(self.indexes_by_field), self.table)
+        if not self.indexes_by_field:
             self.publish(new)
         elif len(touched) > BULK_INDEX_REBUILD or not all(
-                ix.room_for(len(touched)) for ix in self._indexes.values()):
+                ix.room_for(len(touched)) for ix in self.indexes_by_field.values()):
             seg = desc.next_seg
-            index = growth.new_index_segment(self, seg, self._dir, desc.dir_cap, self._heap)
+            index = growth.new_index_segment(self, seg, self.directory, desc.dir_cap, self.heap)
             self.adopt(index=(seg, index), dir_cap=desc.dir_cap)
             self.publish(new._replace(index_seg=seg, next_seg=seg + 1))
             growth.unlink_segments(self, desc, index=True)
         else:
             self._w[self._dirty_w] = 1
-            indexing.update_in_place(self._indexes, self._heap, touched)
+            indexing.update_in_place(self.indexes_by_field, self.heap, touched)
             self.publish(new)
             self._w[self._dirty_w] = 0
 
@@ -492,8 +463,8 @@ class TableStore:
         if w[self._uid_w] != self.uid or w[self._seq_w] == L.SEQ_DROPPED:
             return
         self._sync(w[self._active_w])
-        heap, dw = self._heap, self._dw
-        end, cap = self._desc.heap_end, self._desc.heap_cap
+        heap, dw = self.heap, self._dw
+        end, cap = self.desc.heap_end, self.desc.heap_cap
         appended = []
         off = end
         while off + _HDR <= cap:
@@ -528,7 +499,7 @@ class TableStore:
             heap[end:zero_to] = bytes(zero_to - end)
         w[self._txn_w] = end
         if w[self._dirty_w]:
-            growth.replace_index_segment(self, indexing.definitions(self._indexes))
+            growth.replace_index_segment(self, indexing.definitions(self.indexes_by_field))
             w[self._dirty_w] = 0
         growth.collect_orphans(self)
 
@@ -539,7 +510,7 @@ class TableStore:
 
     def stats(self) -> dict:
         """Under any lock or inside ``read``: sizes, for tests and housekeeping."""
-        d = self._desc
+        d = self.desc
         return {"heap_segment": d.heap_seg, "heap_capacity": d.heap_cap,
                 "heap_end": d.heap_end, "directory_capacity": d.dir_cap,
                 "directory_used": d.dir_used, "live": d.live, "next_pk": d.next_pk,

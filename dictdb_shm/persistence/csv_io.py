@@ -77,13 +77,14 @@ import os
 import re
 import secrets
 import stat
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from dictdb_shm.errors import DuplicateTableError, InvalidArgumentError, SchemaValidationError
 
-if TYPE_CHECKING:
-    from dictdb_shm.core.database import DictDB
-    from dictdb_shm.core.table import Table
+# A DictDB and a Table, known here only by the calls made on them (the core
+# imports this module, so it cannot import the core).
+Database = Any
+TableHandle = Any
 
 __all__ = ["import_csv", "export_csv"]
 
@@ -312,7 +313,7 @@ def _type_of(parse: Callable[[str], Any] | None) -> type:
     return next(t for t, p in _PARSERS.items() if p is parse)
 
 
-def import_csv(db: "DictDB", path: str | os.PathLike, table_name: str, *,
+def import_csv(db: Database, path: str | os.PathLike, table_name: str, *,
                primary_key: str = "id", delimiter: str = ",", has_header: bool = True,
                encoding: str = "utf-8", schema: Mapping[str, type] | None = None,
                infer_types: bool = True, skip_validation: bool = False) -> int:
@@ -376,7 +377,7 @@ def _cell(value: Any, column: str, row: int) -> str:
                     f"({value!r}) to CSV; convert it to str, a number or JSON-able data first")
 
 
-def _header(table: "Table | None", records: list[Mapping[str, Any]]) -> list[str]:
+def _header(table: TableHandle | None, records: list[Mapping[str, Any]]) -> list[str]:
     pk = table.primary_key_name() if table is not None else None
     if not records:
         if table is None:
@@ -403,7 +404,7 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def export_csv(table: "Table | None", path: str | os.PathLike, *,
+def export_csv(table: TableHandle | None, path: str | os.PathLike, *,
                records: Iterable[Mapping[str, Any]] | None = None,
                columns: Sequence[str] | None = None, where: Any = None,
                delimiter: str = ",", encoding: str = "utf-8") -> int:

@@ -10,9 +10,10 @@ Modules, each importing only those listed before it:
   value of one test.
 * :mod:`.evaluate` -- the closures that test one record (``Matcher``), the
   matching rules, ``like_prefix``.
-* :mod:`.expr` -- ``Field``, the node tree (``Compare``, ``And``, ``Or``,
-  ``Not``), ``Condition``, ``as_predicate``, ``compile_predicate``,
+* :mod:`.expr` -- the node tree (``Compare``, ``And``, ``Or``, ``Not``),
+  ``Condition``, ``as_predicate``, ``compile_predicate``,
   ``referenced_fields``; ``node(record)``.
+* :mod:`.field` -- ``Field``, which builds the nodes: ``t.age >= 18``.
 * :mod:`.shape` -- ``order_rows``, ``project``, ``distinct_rows``, ``page``,
   ``normalize_paging``, ``shape_rows``.
 * :mod:`.aggregate` -- ``Count``, ``Sum``, ``Avg``, ``Min``, ``Max`` (with
@@ -38,7 +39,6 @@ from dictdb_shm.query.expr import (
     And,
     Compare,
     Condition,
-    Field,
     Not,
     Or,
     Predicate,
@@ -46,6 +46,7 @@ from dictdb_shm.query.expr import (
     compile_predicate,
     referenced_fields,
 )
+from dictdb_shm.query.field import Field
 from dictdb_shm.query.shape import (
     distinct_rows,
     normalize_paging,

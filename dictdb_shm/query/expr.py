@@ -1,6 +1,6 @@
-"""The query tree, the DSL that builds it (``t.age >= 18``), and its compilation.
+"""The query tree and its compilation (query/field.py's Field builds it: ``t.age >= 18``).
 
-Owns: :class:`Field` (the DSL entry point), the node classes
+Owns: the node classes
 (:class:`Compare`, :class:`And`, :class:`Or`, :class:`Not`), the optional
 :class:`Condition` wrapper, :func:`as_predicate` (a ``where=`` argument to a
 node), and turning a tree into one matcher: :func:`compile_predicate`, and
@@ -49,7 +49,7 @@ the result in the node.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Callable, ClassVar, NoReturn
 
 from dictdb_shm.errors import InvalidArgumentError
@@ -59,7 +59,7 @@ from dictdb_shm.query.operands import (CASE_INSENSITIVE_OPS, COMPARISON_OPS, OPS
                                        freeze, normalize_value)
 
 __all__ = ["OPS", "COMPARISON_OPS", "CASE_INSENSITIVE_OPS", "Predicate", "Compare", "And",
-           "Or", "Not", "Condition", "Field", "as_predicate", "compile_predicate",
+           "Or", "Not", "Condition", "FieldRef", "as_predicate", "compile_predicate",
            "referenced_fields"]
 
 _SYMBOLS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
@@ -84,7 +84,7 @@ def _constant(op: str, value: Any) -> Any:
 
 
 def _reject_query_part(value: Any, what: str) -> None:
-    if isinstance(value, (Field, _Combinable)):
+    if isinstance(value, (FieldRef, _Combinable)):
         raise InvalidArgumentError(f"{what} must be a constant, not {type(value).__name__} "
                                    f"({value!r}); comparing two fields is not supported")
 
@@ -386,119 +386,16 @@ class Condition(_Combinable):
         return f"Condition({self.expr!r})"
 
 
-_PAREN_HINT = ("wrap each comparison in parentheses before combining: "
-               "(t.age >= 18) & (t.name == 'Ada')")
-
-
-class Field:
-    """A named field; comparing it builds a :class:`Compare` node.
-
-    Because ``==`` builds a node, a Field cannot be compared or hashed itself;
-    use ``.name`` when you need to.
-    """
+class FieldRef:
+    """What this module knows of a field (query/field.py's Field): its name.
+    Fields are refused as constants and as ``where=``, with advice."""
 
     __slots__ = ("name",)
     name: str
-    __hash__ = None  # type: ignore[assignment]
-
-    def __init__(self, name: str) -> None:
-        if not isinstance(name, str):
-            raise InvalidArgumentError(f"field name must be a str, got {type(name).__name__}")
-        object.__setattr__(self, "name", name)
-
-    def __setattr__(self, name: str, value: Any) -> NoReturn:
-        raise AttributeError("Field is immutable")
-
-    def __reduce__(self) -> tuple:
-        return (Field, (self.name,))
-
-    def __repr__(self) -> str:
-        return f"Field({self.name!r})"
-
-    # -- comparisons ----------------------------------------------------------
-    def __eq__(self, value: Any) -> Compare:  # type: ignore[override]
-        return Compare(self.name, "eq", value)
-
-    def __ne__(self, value: Any) -> Compare:  # type: ignore[override]
-        return Compare(self.name, "ne", value)
-
-    def __lt__(self, value: Any) -> Compare:
-        return Compare(self.name, "lt", value)
-
-    def __le__(self, value: Any) -> Compare:
-        return Compare(self.name, "le", value)
-
-    def __gt__(self, value: Any) -> Compare:
-        return Compare(self.name, "gt", value)
-
-    def __ge__(self, value: Any) -> Compare:
-        return Compare(self.name, "ge", value)
-
-    def is_in(self, values: Iterable[Any]) -> Compare:
-        return Compare(self.name, "in", values)
-
-    def between(self, lo: Any, hi: Any) -> Compare:
-        """``lo <= field <= hi``."""
-        return Compare(self.name, "between", (lo, hi))
-
-    def is_null(self) -> Compare:
-        """Matches a missing field or a ``None`` value."""
-        return Compare(self.name, "is_null")
-
-    def is_not_null(self) -> Compare:
-        """Matches a present, non-``None`` value."""
-        return Compare(self.name, "is_not_null")
-
-    # -- strings --------------------------------------------------------------
-    def like(self, pattern: str, escape: str | None = None) -> Compare:
-        """SQL LIKE: ``%`` any run, ``_`` one char, all else literal.
-
-        With *escape*, that character makes the next ``%``, ``_`` or itself
-        literal.
-        """
-        return Compare(self.name, "like", (pattern, escape))
-
-    def ilike(self, pattern: str, escape: str | None = None) -> Compare:
-        return Compare(self.name, "ilike", (pattern, escape))
-
-    def startswith(self, prefix: str) -> Compare:
-        return Compare(self.name, "startswith", prefix)
-
-    def endswith(self, suffix: str) -> Compare:
-        return Compare(self.name, "endswith", suffix)
-
-    def contains(self, item: Any) -> Compare:
-        """Substring of a str value, or element of a list value."""
-        return Compare(self.name, "contains", item)
-
-    def iequals(self, value: str) -> Compare:
-        return Compare(self.name, "iequals", value)
-
-    def icontains(self, value: str) -> Compare:
-        return Compare(self.name, "icontains", value)
-
-    def istartswith(self, value: str) -> Compare:
-        return Compare(self.name, "istartswith", value)
-
-    def iendswith(self, value: str) -> Compare:
-        return Compare(self.name, "iendswith", value)
-
-    # -- common mistakes ----------------------------------------------------------
-    # `t.age >= 18 & t.ok == 1` parses as `t.age >= (18 & t.ok) == 1`; Python's
-    # own message for that says nothing useful, so say what to do.
-    def _no_logic(self, *_: Any) -> NoReturn:
-        raise InvalidArgumentError(f"a field is not a condition: {_PAREN_HINT}")
-
-    __and__ = __rand__ = __or__ = __ror__ = __invert__ = _no_logic
-
-    def __bool__(self) -> NoReturn:
-        raise InvalidArgumentError(
-            "a field has no truth value",
-            hint=f"compare it, e.g. t.{self.name} == True, or t.{self.name}.is_not_null()")
 
 
 def _describe(obj: Any) -> str:
-    if isinstance(obj, Field):
+    if isinstance(obj, FieldRef):
         return (f"the bare field {obj.name!r} (compare it, e.g. t.{obj.name} == True "
                 f"or t.{obj.name}.is_not_null())")
     if callable(obj) and not isinstance(obj, type):
