@@ -1,15 +1,20 @@
-"""Database lifecycle, ownership and hygiene (DESIGN.md invariants 5 and 7)."""
+"""Database lifecycle, ownership and hygiene: a named database lives until
+destroyed, a private one goes with its creator, nothing is left in /dev/shm,
+objects are owner-only, and handles of a database that is gone raise."""
 
 from __future__ import annotations
 
 import json
 import os
 import pickle
+import signal
 import stat
+import subprocess
+import sys
 
 import pytest
 
-from conftest import wait_until
+from conftest import ROOT, wait_until
 from dictdb_shm import (DatabaseClosedError, DatabaseNotFoundError, DictDB, DictDBError,
                         DuplicateTableError, InvalidNameError, Table, TableNotFoundError)
 from dictdb_shm import names
@@ -221,3 +226,64 @@ def test_private_database_swept_when_creator_and_coordinator_were_killed(spawn):
     fresh = DictDB()                               # ...until the next private database
     assert names.shm_entries(name) == []
     fresh.close()
+
+
+# ------------------------------------------- handles of a database that is gone
+def _uses(db, t):
+    """Every kind of use of an old handle, each of which must raise."""
+    return {
+        "get": lambda: t.get(1),
+        "select": lambda: t.select(where=t.v == 1),
+        "count": lambda: t.count(),
+        "insert": lambda: t.insert({"id": 99}),
+        "big insert": lambda: t.insert([{"id": i, "blob": "x" * 200}
+                                        for i in range(1000, 21000)]),
+        "update": lambda: t.update({"v": 2}),
+        "lock": lambda: t.lock.acquire_write(timeout=1),
+        "list_tables": lambda: db.list_tables(),
+        "get_table": lambda: db.get_table("t"),
+    }
+
+
+@pytest.mark.parametrize("how", ["destroy", "stop", "sigterm"])
+def test_handles_of_a_destroyed_database_raise_and_create_nothing(db_name, spawn, how):
+    db = DictDB(db_name)
+    t = db.create_table("t")
+    t.insert([{"id": i, "v": i} for i in range(100)])
+    if how == "destroy":
+        spawn("destroy_database", db_name).expect("RESULT")
+    elif how == "stop":
+        subprocess.run([sys.executable, "-m", "dictdb_shm.coordinator", "stop", db_name],
+                       check=True, timeout=60, cwd=ROOT)
+    else:
+        pid = db._att.catalog.coordinator()[0]
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not is_alive(pid, 0), 30, "the coordinator to exit")
+    wait_until(lambda: names.shm_entries(db_name) == [], 30, "the objects to go")
+    for what, use in _uses(db, t).items():
+        with pytest.raises((DatabaseClosedError, DatabaseNotFoundError)):
+            use()
+        assert names.shm_entries(db_name) == [], f"{what} created {names.shm_entries(db_name)}"
+    # The name made again is another database: the old handle still refuses.
+    fresh = DictDB(db_name)
+    fresh.create_table("t").insert({"id": 1, "v": "new"})
+    for what, use in _uses(db, t).items():
+        with pytest.raises((DatabaseClosedError, DatabaseNotFoundError)):
+            use()
+    assert fresh.get_table("t").all() == [{"id": 1, "v": "new"}]
+    fresh.close()
+
+
+def test_handles_of_a_removed_private_database_raise_dictdb_errors(spawn):
+    creator = spawn("create_private", "stdin")
+    name = creator.expect("RESULT")
+    db = DictDB.attach(name)
+    t = db.get_table("t")
+    assert t.count() == 1
+    creator.send("")                    # the creator exits: the database goes
+    creator.finish()
+    wait_until(lambda: names.shm_entries(name) == [], 30, "the private database to go")
+    for what, use in _uses(db, t).items():
+        with pytest.raises(DictDBError):
+            use()
+    assert names.shm_entries(name) == []

@@ -204,3 +204,41 @@ def test_argument_errors_are_dictdb_errors(users):
             call()
         assert isinstance(info.value, DictDBError)
         assert isinstance(info.value, (ValueError, TypeError))
+
+
+# ------------------------------------------------- values that would not read back
+def test_a_record_that_cannot_be_read_back_is_refused(users):
+    before = users.all()
+    for bad in ({"id": 7000, "m": {(1, 2): 3}}, {"id": 7001, "m": [{"k": {frozenset(): 1}}]},
+                {"id": 7002, "m": {1: {(0,): "x"}}}):
+        with pytest.raises(UnstorableValueError) as info:
+            users.insert(bad)
+        assert "str, int or bytes" in str(info.value)
+    assert users.all() == before
+    users.insert({"id": 7003, "m": {1: "a", b"k": "b", "s": (1, 2)}})
+    assert users.get(7003) == {"id": 7003, "m": {1: "a", b"k": "b", "s": [1, 2]}}
+    assert users.select(where=users.id == 7003)[0]["m"]["s"] == [1, 2]
+
+
+def test_primary_keys_over_the_int64_range(db):
+    t = db.create_table("t")
+    top = 2 ** 63 - 1
+    assert t.insert({"id": top}) == top and t.get(top) == {"id": top}
+    from dictdb_shm import DatabaseFullError
+    with pytest.raises(DatabaseFullError) as info:
+        t.insert({"v": "auto"})
+    assert "explicitly" in str(info.value)
+    with pytest.raises(UnstorableValueError):
+        t.insert({"id": 2 ** 64})
+    assert t.insert({"id": 2 ** 64 - 1}) == 2 ** 64 - 1      # msgpack's uint64 still fits
+    assert t.count() == 2
+
+
+def test_a_tuple_schema_field_accepts_the_list_it_reads_back_as(db):
+    t = db.create_table("t", schema={"pos": tuple, "n": int})
+    t.insert({"id": 1, "pos": (1, 2), "n": 0})
+    t.update({"n": 1}, where=t.id == 1)               # validates the stored record again
+    t.upsert({"id": 1, "pos": [3, 4], "n": 2})
+    assert t.get(1) == {"id": 1, "pos": [3, 4], "n": 2}
+    with pytest.raises(SchemaValidationError):
+        t.insert({"id": 2, "pos": "12", "n": 0})

@@ -1,8 +1,9 @@
-"""Indexes in shared memory (issue 3, item 4): what an index answers is what a
-scan answers, through every kind of write, across processes and crashes."""
+"""Indexes in shared memory: what an index answers is what a scan answers,
+through every kind of write, across processes and crashes."""
 
 from __future__ import annotations
 
+import enum
 import json
 import random
 import time
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from dictdb_shm import DictDB, InvalidNameError, RecordNotFoundError
+from dictdb_shm.engine import index as IX
 from dictdb_shm.query import compile_predicate
 
 VALUES = [0, 1, 2, 2.5, -3, 10**12, True, False, 7.0, "a", "ab", "abc" * 10, "B", "",
@@ -157,3 +159,51 @@ def test_sigkill_during_indexed_writes_keeps_indexes_consistent(db, spawn):
         for q in (t.v == 7, t.v.is_in([1, 2, 3]), t.name < "n1", t.name.between("n2", "n25"),
                   (t.v > 10) & (t.name >= "n200")):
             assert ids(t.select(where=q)) == reference(t, q), repr(q)
+
+
+# ------------------------------------------------ values stored as another type
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Colour(str, enum.Enum):
+    RED = "red"
+
+
+@pytest.mark.parametrize("kind", ["hash", "sorted"])
+def test_enum_values_are_indexed_as_what_is_stored(db, kind):
+    """msgpack stores an IntEnum as an int and a str Enum as a str, so a scan
+    sees them as such: the index must too, through inserts and updates."""
+    t = db.create_table("t")
+    t.create_index("lvl", kind)
+    t.create_index("colour", kind)
+    t.insert([{"id": 1, "lvl": 2, "colour": "red"}, {"id": 2, "lvl": 2, "colour": "red"},
+              {"id": 3, "lvl": Level.HIGH, "colour": Colour.RED}])
+    for where in (t.lvl == 2, t.lvl == Level.HIGH, t.colour == "red", t.colour == Colour.RED,
+                  t.lvl.is_in([Level.HIGH])):
+        assert sorted(r["id"] for r in t.select(where=where)) == [1, 2, 3] == reference(t, where)
+    t.update({"note": "touched"}, where=t.id == 3)
+    t.update({"lvl": Level.LOW}, where=t.id == 1)
+    assert sorted(r["id"] for r in t.select(where=t.lvl == 2)) == [2, 3] == reference(t, t.lvl == 2)
+    assert [r["id"] for r in t.select(where=t.lvl == 1)] == [1]
+    assert t.get(3)["lvl"] == 2 and type(t.get(3)["lvl"]) is int
+
+
+def test_removing_a_slot_that_is_not_in_a_chain_changes_nothing(db):
+    t = db.create_table("t")
+    t.create_index("v", "hash")
+    t.insert([{"id": i, "v": "same"} for i in range(5)])
+
+    def check(s):
+        ix = s.indexes_by_field["v"]
+        ident = IX.identity("same")
+        before = sorted(ix.chain(ident[0]))
+        free_slot = next(i for i in range(s.desc.dir_cap) if i not in before)
+        removed = ix.remove(free_slot, ident)
+        return removed, before, sorted(ix.chain(ident[0]))
+
+    with t.lock.write_lock():
+        removed, before, after = t._store.read(check)
+    assert removed is False and before == after and len(after) == 5
+    assert sorted(r["id"] for r in t.select(where=t.v == "same")) == [0, 1, 2, 3, 4]

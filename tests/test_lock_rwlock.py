@@ -1,14 +1,21 @@
-"""The table lock inside one process: threads, reentrancy, upgrades, fork."""
+"""The table lock: threads, reentrancy, upgrades and fork inside one
+process; across processes, writers paused at the exact points where a
+semaphore-based lock could be taken over, and handles of dropped tables."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import signal
 import threading
 import time
 
 import pytest
 
-from dictdb_shm import DictDB, LockTimeoutError, LockUpgradeError
+from conftest import wait_until
+from dictdb_shm import DictDB, LockTimeoutError, LockUpgradeError, TableNotFoundError
+from dictdb_shm.engine import layout as L
 
 
 @pytest.fixture
@@ -147,3 +154,84 @@ def test_reads_while_this_thread_writes_take_the_locked_path(t):
         inside = (t.get(3), t.get([1]), t.get("x", "dflt"), t.select(where=t.v > 7), t.count())
     assert inside == outside == ({"id": 3, "v": 3}, None, "dflt",
                                  [{"id": 8, "v": 8}, {"id": 9, "v": 9}], 10)
+
+
+# ------------------------------------------ across processes: pauses and stale handles
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return data[data.rfind(b")") + 2:].split()[0] == b"T"
+
+
+@pytest.mark.parametrize("point", ["mutex_taken", "write_recorded"])
+def test_a_paused_writer_is_never_taken_over(db_name, spawn, point):
+    """A writer stopped right after taking the table (before or after it
+    records itself) keeps it, however long the pause: another process times
+    out instead of taking over, and both writes land once it resumes."""
+    db = DictDB(db_name)
+    t = db.create_table("t")
+    paused = spawn("write_paused_at", db_name, "t", point)
+    paused.expect("READY")
+    wait_until(lambda: _stopped(paused.pid), 30, "the writer to stop itself")
+    other = spawn("try_insert_with_timeout", db_name, "t", 2.5)
+    result = json.loads(other.expect("RESULT", timeout=60))
+    assert result["error"] is not None and "timed out" in result["error"], result
+    assert t.count() == 0                       # nothing was written by anyone
+    os.kill(paused.pid, signal.SIGCONT)
+    paused.expect("RESULT", timeout=60)
+    again = spawn("try_insert_with_timeout", db_name, "t", 10)
+    assert json.loads(again.expect("RESULT", timeout=60)) == {"error": None}
+    assert sorted(r["id"] for r in t.all() if isinstance(r["id"], str)) == ["paused"]
+    assert t.count() == 2
+    db.close()
+
+
+def test_pausing_writers_at_random_loses_no_update(db_name, spawn):
+    """Two processes increment one counter under write_lock(); one is paused
+    (SIGSTOP) for longer than any grace period, at random moments, again and
+    again.  Mutual exclusion means every increment counts."""
+    db = DictDB(db_name, lock_timeout=60)
+    t = db.create_table("c", primary_key="key")
+    t.insert({"key": "counter", "value": 0})
+    workers = [spawn("slow_increments", db_name, "c", 150, 2) for _ in range(2)]
+    for w in workers:
+        w.expect("READY")
+    rng = random.Random(6)
+    for _ in range(4):
+        time.sleep(rng.uniform(0.05, 0.2))
+        victim = rng.choice(workers)
+        if victim.proc.poll() is not None:
+            continue
+        os.kill(victim.pid, signal.SIGSTOP)
+        time.sleep(1.3)
+        os.kill(victim.pid, signal.SIGCONT)
+    for w in workers:
+        w.expect("RESULT", timeout=120)
+    assert t.get("counter")["value"] == 300
+    db.close()
+
+
+def test_a_handle_of_a_dropped_table_never_touches_the_table_in_its_slot(db_name, spawn):
+    db = DictDB(db_name)
+    tx = db.create_table("x")
+    tx.insert({"id": 1})
+    db.drop_table("x")
+    ty = db.create_table("y")
+    assert ty._store._base == tx._store._base        # the slot was reused
+    holder = spawn("hold_lock", db_name, "y", "write")
+    holder.expect("READY")
+    words = L.words(db._att.catalog.buf)
+    seq_w = ty._store._seq_w
+    before = (words[seq_w], ty.lock.holder())
+    for stale in (lambda: tx.get(1), lambda: tx.insert({"id": 2}), lambda: tx.count(),
+                  lambda: tx.select(), lambda: tx.lock.acquire_write(timeout=1)):
+        with pytest.raises(TableNotFoundError):
+            stale()
+    assert (words[seq_w], ty.lock.holder()) == before
+    words.release()
+    other = spawn("try_insert_with_timeout", db_name, "y", 2.5)
+    result = json.loads(other.expect("RESULT", timeout=60))
+    assert result["holder"] == holder.pid, result       # still y's one writer
+    holder.kill()
+    assert ty.insert({"id": 3}) == 3 and ty.count() == 1
+    db.close()

@@ -257,5 +257,114 @@ def attempt(db: str, action: str, table: str = "") -> None:
     out("RESULT", "ok")
 
 
+def write_paused_at(db: str, table: str, point: str) -> None:
+    """Insert one record, stopping itself (SIGSTOP) once at lock hook ``point``
+    on the way: the test decides how long the live writer stays paused."""
+    import os
+    import signal
+    from dictdb_shm.lock import rwlock
+    t = DictDB.attach(db).get_table(table)
+
+    def pause() -> None:
+        rwlock.hooks.pop(point, None)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    rwlock.hooks[point] = pause
+    out("READY")
+    t.insert({"id": "paused"})
+    out("RESULT", "inserted")
+
+
+def slow_increments(db: str, table: str, n: str, hold_ms: str) -> None:
+    """Read-modify-write a counter n times, each holding write_lock() for
+    hold_ms, so a pause sent at a random moment likely lands inside."""
+    t = DictDB.attach(db).get_table(table)
+    out("READY")
+    for _ in range(int(n)):
+        with t.lock.write_lock():
+            value = t.get("counter")["value"]
+            time.sleep(float(hold_ms) / 1000)
+            t.update({"value": value + 1}, where=t.key == "counter")
+    out("RESULT", "done")
+
+
+def destroy_database(db: str) -> None:
+    DictDB.attach(db).destroy()
+    out("RESULT", "destroyed")
+
+
+def storm_writer(db: str, table: str, seed: str) -> None:
+    """Random write calls until killed: whole batches inserted and deleted,
+    groups of rows updated together, single upserts.  Every row carries
+    ``check`` = "<grp>:<n>", written with its fields in the same call, and
+    its batch's size, so a reader can tell a torn record or a half batch."""
+    import random
+    t = DictDB.attach(db).get_table(table)
+    rng = random.Random(int(seed))
+    out("READY")
+    while True:
+        r = rng.random()
+        if r < 0.35:
+            batch, size = rng.getrandbits(48), rng.randint(20, 400)
+            rows = []
+            for _ in range(size):
+                g, n = rng.randrange(20), rng.randrange(1000)
+                rows.append({"batch": batch, "size": size, "grp": g, "n": n,
+                             "check": f"{g}:{n}"})
+            t.insert(rows)
+        elif r < 0.65:
+            g, n = rng.randrange(20), rng.randrange(1000)
+            try:
+                t.update({"n": n, "check": f"{g}:{n}"}, where=t.grp == g)
+            except Exception:
+                pass                      # an empty group: RecordNotFoundError
+        elif r < 0.8:
+            found = t.select(where=t.id == rng.randrange(1, 1 + 100_000), limit=1)
+            if found:
+                t.delete(where=t.batch == found[0]["batch"])
+        else:
+            g, n = rng.randrange(20), rng.randrange(1000)
+            t.upsert({"id": f"u{rng.randrange(5000)}", "batch": 0, "size": 0, "grp": g,
+                      "n": n, "check": f"{g}:{n}"})
+
+
+def storm_reader(db: str, table: str, seconds: str) -> None:
+    """Check the table over and over while a writer is killed again and
+    again: count equals the scan, no torn record, no half batch."""
+    t = DictDB.attach(db).get_table(table)
+    out("READY")
+    deadline = time.monotonic() + float(seconds)
+    reads = 0
+    while time.monotonic() < deadline:
+        problem = storm_problem(t)
+        if problem:
+            sys.exit(problem)
+        reads += 1
+    out("RESULT", json.dumps({"reads": reads}))
+
+
+def storm_problem(t) -> str | None:
+    """What is wrong with a storm table, as one consistent state, or None."""
+    def check(s):
+        rows = list(s.scan())
+        lost = [r["id"] for r in rows if s.lookup(r["id"]) != r]
+        return rows, s.live_count(), lost
+    rows, count, lost = t._store.read(check)
+    if count != len(rows):
+        return f"count {count} but the scan found {len(rows)}"
+    if lost:
+        return f"the scan finds keys {lost[:5]} that a lookup by key does not"
+    batches: dict = {}
+    for r in rows:
+        if r["check"] != f"{r['grp']}:{r['n']}":
+            return f"torn record {r}"
+        if r["batch"]:
+            batches.setdefault(r["batch"], [0, r["size"]])[0] += 1
+    for b, (n, size) in batches.items():
+        if n != size:
+            return f"batch {b} has {n} of its {size} rows"
+    return None
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])

@@ -89,6 +89,8 @@ class DictDB:
         att = self._att
         if att is None:
             raise DatabaseClosedError(f"database {self._name!r} is closed in this handle")
+        if att.catalog.is_destroyed():
+            raise DatabaseClosedError(f"database {self._name!r} was destroyed")
         return att
 
     def close(self) -> None:

@@ -7,7 +7,9 @@ Semantics follow DictDB: with a schema, a record must have every schema
 field, each value an instance of its type, and no other field; the primary
 key joins the schema as ``int`` when the schema does not name it.  Types are
 stored by name, so only the types below can appear in a schema (every
-process must rebuild the same check from the catalog).
+process must rebuild the same check from the catalog).  A ``tuple`` field also
+accepts a list: tuples are stored as msgpack arrays and read back as lists,
+so a stored record must still pass the check when it is updated.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def validate(record: Mapping[str, Any], schema: Mapping[str, type] | None, table
             raise SchemaValidationError(f"table {table!r}: missing field {field!r} "
                                         "required by the schema")
         value = record[field]
-        if not isinstance(value, typ):
+        if not isinstance(value, typ) and not (typ is tuple and type(value) is list):
             raise SchemaValidationError(
                 f"table {table!r}: field {field!r} expects {typ.__name__}, "
                 f"got {type(value).__name__} ({value!r})")

@@ -371,7 +371,11 @@ class TableLock:
     # ------------------------------------------------- the gate and the kernel
     def _enter(self, timeout: float) -> None:
         """Take the table's mutex within ``timeout`` seconds; raise (not
-        holding it) if the slot no longer holds our table."""
+        holding it) if the slot no longer holds our table.  The slot is
+        checked before too: a dropped table's slot may hold another table,
+        whose mutex a stale handle must not even wait for."""
+        if self._w[self._uid_w] != self.uid:
+            self._check_still_mine()
         if self._mutex.acquire(timeout) == BUSY:
             raise self._timeout_error()
         if hooks:
