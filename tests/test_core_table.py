@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from dictdb_shm import (Condition, DictDB, DuplicateKeyError, RecordNotFoundError,
+from dictdb_shm import (Condition, DictDB, DuplicateKeyError, DuplicateTableError,
+                        RecordNotFoundError,
                         RecordTooLargeError, SchemaValidationError, UnstorableValueError)
 
 
@@ -242,3 +243,77 @@ def test_a_tuple_schema_field_accepts_the_list_it_reads_back_as(db):
     assert t.get(1) == {"id": 1, "pos": [3, 4], "n": 2}
     with pytest.raises(SchemaValidationError):
         t.insert({"id": 2, "pos": "12", "n": 0})
+
+
+# ------------------------------------------------------------- DictDB parity
+def test_validate_record_is_the_check_every_write_makes(db):
+    t = db.create_table("t")
+    t.insert([{"id": 1, "v": 1}, {"id": 2, "v": 2}])
+    seen = []
+
+    def refuse_negative(record):
+        seen.append(dict(record))
+        if record.get("v", 0) < 0:
+            raise SchemaValidationError("v must not be negative")
+
+    t.validate_record = refuse_negative            # a patch, as DictDB code may do
+    for call in (lambda: t.insert([{"id": 3, "v": 3}, {"id": 4, "v": -4}]),
+                 lambda: t.update({"v": -1}),
+                 lambda: t.upsert({"id": 1, "v": -9})):
+        with pytest.raises(SchemaValidationError):
+            call()
+    assert sorted((r["id"], r["v"]) for r in t.all()) == [(1, 1), (2, 2)]
+    assert len(seen) == 4                         # each call stopped at its first refusal
+    t.insert({"id": 5, "v": 5}, skip_validation=False)
+    assert t.get(5) == {"id": 5, "v": 5}
+    del t.validate_record
+    schemaful = db.create_table("s", schema={"name": str})
+    with pytest.raises(SchemaValidationError):
+        schemaful.validate_record({"id": 1, "name": 3})
+    schemaful.validate_record({"id": 1, "name": "ok"})
+
+
+def test_create_table_exist_ok(db):
+    first = db.create_table("t", primary_key="key")
+    first.insert({"key": "a"})
+    again = db.create_table("t", primary_key="key", exist_ok=True)
+    assert again.get("a") == {"key": "a"}
+    with pytest.raises(DuplicateTableError):
+        db.create_table("t", primary_key="key")
+    with pytest.raises(DuplicateTableError) as info:
+        db.create_table("t", primary_key="id", exist_ok=True)
+    assert "'key'" in str(info.value)
+
+
+def test_lock_is_public_and_dictdb_name_kept(db):
+    t = db.create_table("t")
+    assert t.lock is t._lock
+    with t.lock.write_lock():
+        t.insert({"id": 1})
+    with t._lock.read_lock():
+        assert t.count() == 1
+
+
+def test_indexes_mapping_of_index_views(db):
+    t = db.create_table("t")
+    t.insert([{"id": i, "city": ["Paris", "Oslo", "Rome"][i % 3], "n": i % 4}
+              for i in range(12)] + [{"id": 99, "city": None}])
+    t.create_index("city", "hash")
+    t.create_index("n", "sorted")
+    assert set(t.indexes) == {"city", "n"} and len(t.indexes) == 2
+    assert "missing" not in t.indexes
+    city, n = t.indexes["city"], t.indexes["n"]
+    assert city.search("Oslo") == {1, 4, 7, 10}
+    assert n.search(2) == {2, 6, 10} == n.search(2.0)
+    assert city.search("Lima") == set() and city.search(None) == {99}
+    mapping = city.index
+    assert mapping["Rome"] == {2, 5, 8, 11}
+    assert sorted(mapping) == ["Oslo", "Paris", "Rome"] and len(mapping) == 3
+    with pytest.raises(KeyError):
+        mapping["Lima"]
+    with pytest.raises(AttributeError):
+        n.index
+    t.update({"city": "Lima"}, where=t.id == 1)
+    assert mapping["Lima"] == {1} and 1 not in mapping["Oslo"]
+    with pytest.raises(TypeError):
+        t.indexes["city"] = None

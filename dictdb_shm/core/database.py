@@ -28,7 +28,9 @@ from dictdb_shm.attachment import Attachment
 from dictdb_shm.coordinator import client
 from dictdb_shm.core import schema as schemas
 from dictdb_shm.core.table import Table
-from dictdb_shm.errors import DatabaseClosedError, InvalidArgumentError, TableNotFoundError
+from dictdb_shm.engine.catalog import TableEntry
+from dictdb_shm.errors import (CorruptionError, DatabaseClosedError, DuplicateTableError,
+                               InvalidArgumentError, TableNotFoundError)
 from dictdb_shm.persistence.csv_io import import_csv
 from dictdb_shm.procinfo import own_identity
 
@@ -128,15 +130,29 @@ class DictDB:
 
     # --------------------------------------------------------------- tables
     def create_table(self, table_name: str, primary_key: str = "id",
-                     schema: Mapping[str, type] | None = None) -> Table:
+                     schema: Mapping[str, type] | None = None, *,
+                     exist_ok: bool = False) -> Table:
         """Create a table every attached process sees.  DuplicateTableError
-        when it exists."""
+        when it exists, unless ``exist_ok`` and it has this primary key: then
+        the existing table (so every worker of a pool can run the same
+        start-up code)."""
         names.check_table_name(table_name)
         if not isinstance(primary_key, str) or not primary_key:
             raise InvalidArgumentError("primary_key must be a non-empty field name")
         self._attachment()
         meta = {"pk": primary_key, "schema": schemas.encode_schema(schema, primary_key)}
-        client.request(self._name, "create_table", table_name, meta)
+        try:
+            client.request(self._name, "create_table", table_name, meta)
+        except DuplicateTableError:
+            if not exist_ok:
+                raise
+            table = self.get_table(table_name)
+            if table.primary_key != primary_key:
+                raise DuplicateTableError(
+                    f"table {table_name!r} exists with primary key {table.primary_key!r}, "
+                    f"not {primary_key!r}", hint="use the existing primary key, or "
+                    "drop_table() first") from None
+            return table
         return self.get_table(table_name)
 
     def get_table(self, table_name: str) -> Table:
@@ -145,7 +161,7 @@ class DictDB:
             cached = self._tables.get(table_name)
             if cached is not None and att.catalog.is_current(*cached[0]):
                 return cached[1]
-            entry = att.catalog.find(table_name)
+            entry = next((e for e in self._entries(att) if e.name == table_name), None)
             if entry is None:
                 raise TableNotFoundError(f"no table {table_name!r} in database {self._name!r}")
             table = Table._open(self, table_name, entry.meta, att.table(entry)[1])
@@ -159,7 +175,17 @@ class DictDB:
             self._tables.pop(table_name, None)
 
     def list_tables(self) -> list[str]:
-        return [e.name for e in self._attachment().catalog.entries()]
+        return [e.name for e in self._entries(self._attachment())]
+
+    def _entries(self, att: Attachment) -> list[TableEntry]:
+        """The catalog's tables.  A coordinator that died in the middle of an
+        edit leaves the catalog unsettled until a new one repairs it: start one,
+        as DictDB(name) would, and read again."""
+        try:
+            return att.catalog.entries()
+        except CorruptionError:
+            client.ensure_running(self._name, create=False)
+            return att.catalog.entries()
 
     def import_csv(self, path: str, table_name: str, *, primary_key: str = "id",
                    delimiter: str = ",", has_header: bool = True, encoding: str = "utf-8",

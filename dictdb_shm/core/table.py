@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 from dictdb_shm.core import planner
 from dictdb_shm.core import schema as schemas
+from dictdb_shm.core.index_views import IndexViews
 from dictdb_shm.engine import DELETE, INSERT, PUT, StorageEngine, TableLocking
 from dictdb_shm.errors import (DuplicateKeyError, InvalidArgumentError, RecordNotFoundError,
                                SchemaValidationError)
@@ -133,8 +134,8 @@ class Table:
                 pk = self._store.next_auto_pk()
                 stored = dict(record)
                 stored[pk_name] = pk
-            if self._schema is not None and not skip_validation:
-                schemas.validate(stored, self._schema, self.table_name)
+            if not skip_validation:
+                self.validate_record(stored)
             self._store.apply(((pk, stored, INSERT),))
         finally:
             lock.release_write()
@@ -157,7 +158,8 @@ class Table:
             gc.enable()
 
     def _insert_locked(self, records: Sequence[Record], skip_validation: bool) -> list[Any]:
-        pk_name, schema, name = self.primary_key, self._schema, self.table_name
+        pk_name = self.primary_key
+        validate = None if skip_validation else self.validate_record
         with self.lock.write_lock():
             next_pk = None
             pks: list[Any] = []
@@ -181,8 +183,8 @@ class Table:
                         explicit_max = pk if explicit_max is None else max(explicit_max, pk)
                     elif pk >= next_pk:
                         next_pk = pk + 1
-                if schema is not None and not skip_validation:
-                    schemas.validate(r, schema, name)
+                if validate is not None:
+                    validate(r)
                 pks.append(pk)
                 changes.append((pk, r, INSERT))
             self._store.apply(changes)
@@ -212,8 +214,7 @@ class Table:
             if on_conflict == "error":
                 raise DuplicateKeyError(f"table {self.table_name!r} already has primary key {pk!r}")
             current.update(record)
-            if self._schema is not None:
-                schemas.validate(current, self._schema, self.table_name)
+            self.validate_record(current)
             self._store.apply([(pk, current, PUT)])
         return pk, "updated"
 
@@ -236,8 +237,7 @@ class Table:
                     raise SchemaValidationError(
                         f"table {self.table_name!r}: update cannot change the primary key "
                         f"{pk_name!r}", hint="delete the record and insert it with the new key")
-                if self._schema is not None:
-                    schemas.validate(r, self._schema, self.table_name)
+                self.validate_record(r)
                 batch.append((pk, r, PUT))
             self._store.apply(batch)
         return len(batch)
@@ -350,7 +350,21 @@ class Table:
         return export_csv(self, path, records=records, columns=columns, where=where,
                           delimiter=delimiter, encoding=encoding)
 
+    def validate_record(self, record: Mapping[str, Any]) -> None:
+        """The check every insert, update and upsert makes of each record it
+        writes (the schema's, when the table has one).  Raise to refuse: the
+        whole write call then changes nothing."""
+        if self._schema is not None:
+            schemas.validate(record, self._schema, self.table_name)
+
     # -------------------------------------------------------------- indexes
+    @property
+    def indexes(self) -> IndexViews:
+        """Read-only ``{field: view}`` of the table's indexes, as in DictDB:
+        ``view.search(value)`` is the set of matching primary keys, and a hash
+        index's ``view.index`` maps value -> set of primary keys."""
+        return IndexViews(self._store, self.primary_key)
+
     def create_index(self, field: str, index_type: str = "hash") -> None:
         """Index ``field`` for every process: ``"hash"`` serves ``==`` and
         ``is_in``; ``"sorted"`` also ``<``, ``<=``, ``>``, ``>=`` and

@@ -276,6 +276,15 @@ class Index:
             if not head:
                 return
 
+    def heads(self) -> Iterator[int]:
+        """The directory slot heading each distinct value's chain (one record
+        per value), in value-table order."""
+        buf, base = self.buf, self.values
+        for i in range(self.cap):
+            h, head, count = _VAL.unpack_from(buf, base + 16 * i)
+            if h and h != _TOMB and head:
+                yield head - 1
+
     def count_equal(self, values: Iterable[Any]) -> int | None:
         """How many records hold one of ``values`` (None: not indexable)."""
         hashes = set()

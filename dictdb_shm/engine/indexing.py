@@ -131,6 +131,17 @@ def records_at(dir_buf: Any, heap: Any, slots: Iterable[int]) -> list[dict]:
     return out
 
 
+def distinct_values(indexes: dict[str, IX.Index], dir_buf: Any, heap: Any,
+                    field: str) -> list[Any] | None:
+    """One value of each distinct key an index on ``field`` holds (as its
+    records store it), read from the index's value table and one record per
+    value; None when ``field`` has no index."""
+    ix = indexes.get(field)
+    if ix is None:
+        return None
+    return [r.get(field) for r in records_at(dir_buf, heap, ix.heads())]
+
+
 def update_in_place(indexes: dict[str, IX.Index], heap: Any, touched: list) -> None:
     """Move each touched directory slot from its old value's chain to its new
     one's.  ``touched``: (slot, old record offset or -1, new record or None)."""
