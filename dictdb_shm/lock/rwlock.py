@@ -20,8 +20,9 @@ Design
   (pid, start ticks) in the lock region and clears the record right before
   unlocking.  It is never proof of ownership; it names the pid in
   LockTimeoutError and tells housekeeping a dead writer may have left a
-  table half-written.  Whoever gets the mutex with OWNER_DIED and finds a
-  record left runs the store's undo first.
+  table half-written.  Whoever takes the mutex and finds a record left
+  (only a writer that died holding the mutex leaves one) runs the store's
+  undo first.  Nothing here counts holders, so no count can pass one.
 * **Readers** take the mutex only for the moment they claim one of
   ``READER_SLOTS`` flags (pid, start ticks, flag), and drop the flag without
   it.  A writer holding the mutex waits until every flag is clear, sleeping
@@ -46,9 +47,11 @@ Design
   catalog (engine/layout.py): ``struct.pack_into`` zero-fills before it
   writes, which a reader or a crash could see.
 
-Liveness: a dead writer's mutex passes to the next waiter the moment the
-kernel has reaped the writer; it runs undo and goes on.  A dead reader's flag is cleared by the writer waiting for it within
-``DEAD_READER_CHECK`` seconds.
+Liveness: a dead writer's mutex passes to the next waiter as soon as the
+kernel has run the writer's exit; that waiter runs undo and goes on.  A dead
+reader's flag is cleared by the writer waiting for it within
+``DEAD_READER_CHECK`` seconds, and housekeeping (``repair_abandoned``) undoes
+a dead writer's call on a table nobody waits for.
 """
 
 from __future__ import annotations
@@ -77,8 +80,10 @@ _SLOTS = L.READER_SLOTS
 _get_ident = threading.get_ident
 _monotonic = time.monotonic
 
-# Test-only: scenario name -> callable, run at the named point.  Empty in
-# normal use; tests/workers.py fills it to hold a process at an exact point.
+# Test-only: point name ("mutex_taken", "write_recorded") -> callable run
+# there.  Empty in normal use; tests/workers.py fills it to hold a process
+# at an exact point.  (Rare paths use crashpoints.py's environment switch;
+# this one is on every write, so it is a dict tested for emptiness.)
 hooks: dict[str, Callable[[], None]] = {}
 
 _all_locks: "weakref.WeakSet[TableLock]" = weakref.WeakSet()
@@ -293,7 +298,7 @@ class TableLock:
             self._drain.release()
 
     def _claim_reader_slot(self) -> int:
-        """Under the kernel lock: a free reader slot, flagged as ours, or -1."""
+        """Under the mutex: a free reader slot, flagged as ours, or -1."""
         w = self._w
         flags = self._flags()
         try:
@@ -313,7 +318,7 @@ class TableLock:
         return i
 
     def _clear_dead_readers(self) -> int:
-        """Under the kernel lock: drop the read locks of dead processes."""
+        """Under the mutex: drop the read locks of dead processes."""
         w = self._w
         cleared = 0
         for i, flag in enumerate(self._flags()):
@@ -357,7 +362,7 @@ class TableLock:
                    for i, flag in enumerate(self._flags()))
 
     def _repair_if_writer_died(self) -> None:
-        """Under the kernel lock: a writer record left behind means its writer
+        """Under the mutex: a writer record left behind means its writer
         died inside a write call; undo it and end its write."""
         w = self._w
         if not w[self._pid_w]:
