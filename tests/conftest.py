@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import faulthandler
 import itertools
+import json
 import os
 import secrets
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Iterator
 
@@ -142,6 +145,31 @@ def spawn() -> Iterator:
         for stream in (w.proc.stdin, w.proc.stdout, w.proc.stderr):
             if stream:
                 stream.close()
+
+
+needs_private_shm = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare"),
+    reason="needs root and unshare for a private, small /dev/shm")
+
+
+def run_with_small_shm(script: str, size: str, timeout: float = 300) -> dict:
+    """Run the Python ``script`` in a private mount namespace whose /dev/shm
+    is a tmpfs of ``size`` (``"1m"``, ``"100m"``), with a runtime directory of
+    its own, and return the JSON object it prints last.  The real /dev/shm
+    is untouched; whatever the script leaves goes with the namespace."""
+    runtime = tempfile.mkdtemp(prefix="dictdb_rt_")
+    env = dict(os.environ, DICTDB_SHM_RUNTIME_DIR=runtime, DICTDB_SHM_START_TIMEOUT="600",
+               PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    try:
+        proc = subprocess.run(
+            ["unshare", "-m", "sh", "-c",
+             f'mount --make-rprivate / && mount -t tmpfs -o size={size} tmpfs /dev/shm '
+             '&& exec "$0" -c "$1"', sys.executable, script],
+            env=env, capture_output=True, timeout=timeout)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:

@@ -8,19 +8,16 @@ and check that the next coordinator repairs everything.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
-from conftest import ROOT, wait_until
+from conftest import ROOT, needs_private_shm, run_with_small_shm, wait_until
 from dictdb_shm import CoordinatorError, DictDB, names
 from dictdb_shm.coordinator import client
 from dictdb_shm.engine import layout as L
@@ -252,13 +249,11 @@ def test_stopped_coordinator_fails_attach_and_create_table(db_name, spawn):
 
 
 # ------------------------------------------------------ E: start-up failures
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
-                    reason="needs root and unshare for a private, small /dev/shm")
+@needs_private_shm
 @pytest.mark.parametrize("private", [True, False])
 def test_full_dev_shm_fails_fast_and_leaves_nothing(private):
     """A 1 MiB tmpfs over /dev/shm in a private mount namespace: too small for
     a catalog.  The real /dev/shm is untouched."""
-    runtime = tempfile.mkdtemp(prefix="dictdb_rt_")
     script = (
         "import json, os\n"
         "from dictdb_shm import DictDB, DatabaseFullError\n"
@@ -271,20 +266,9 @@ def test_full_dev_shm_fails_fast_and_leaves_nothing(private):
         "result['runtime'] = sorted(os.listdir(os.environ['DICTDB_SHM_RUNTIME_DIR']))\n"
         "result['shm'] = sorted(os.listdir('/dev/shm'))\n"
         "print(json.dumps(result))\n")
-    env = dict(os.environ, DICTDB_SHM_RUNTIME_DIR=runtime, DICTDB_SHM_START_TIMEOUT="600",
-               PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
-    try:
-        proc = subprocess.run(
-            ["unshare", "-m", "sh", "-c",
-             'mount --make-rprivate / && mount -t tmpfs -o size=1m tmpfs /dev/shm '
-             '&& exec "$0" -c "$1"', sys.executable, script],
-            env=env, capture_output=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr.decode()
-        result = json.loads(proc.stdout)
-        assert result["error"] == "DatabaseFullError", result
-        assert result["runtime"] == [] and result["shm"] == [], result
-    finally:
-        shutil.rmtree(runtime, ignore_errors=True)
+    result = run_with_small_shm(script, "1m", timeout=60)
+    assert result["error"] == "DatabaseFullError", result
+    assert result["runtime"] == [] and result["shm"] == [], result
 
 
 # ------------------------------------------------------- F: the destroy paths

@@ -4,16 +4,7 @@ does not fit says how much it needed and how much was free."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-
-import pytest
-
-from conftest import ROOT
+from conftest import needs_private_shm, run_with_small_shm
 from dictdb_shm import DictDB
 
 # A small /dev/shm of its own (a private mount namespace), as in a container.
@@ -37,26 +28,13 @@ db.destroy()
 '''
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
-                    reason="needs root and unshare for a private, small /dev/shm")
+@needs_private_shm
 def test_a_table_grows_by_less_when_dev_shm_is_short():
     """With 100 MiB of /dev/shm, a heap that always doubles stops at 30 MiB
     of rows (its next copy would be 64 MiB beside the old 32); growing by
     what fits holds more, and the error at the end names what was needed
     and what was free."""
-    runtime = tempfile.mkdtemp(prefix="dictdb_rt_")
-    env = dict(os.environ, DICTDB_SHM_RUNTIME_DIR=runtime,
-               PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
-    try:
-        proc = subprocess.run(
-            ["unshare", "-m", "sh", "-c",
-             'mount --make-rprivate / && mount -t tmpfs -o size=100m tmpfs /dev/shm '
-             '&& exec "$0" -c "$1"', sys.executable, SMALL_SHM],
-            env=env, capture_output=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr.decode()
-        result = json.loads(proc.stdout)
-    finally:
-        shutil.rmtree(runtime, ignore_errors=True)
+    result = run_with_small_shm(SMALL_SHM, "100m")
     assert result["count"] == result["rows"]              # every failed insert left nothing
     assert result["live_mib"] > 35, result
     assert result["error"] is not None and "MiB are free" in result["error"], result

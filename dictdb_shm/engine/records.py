@@ -193,17 +193,10 @@ def normalize_key(pk: object) -> object:
     """A primary key as it will be stored: int/str/bytes subclasses (IntEnum,
     str Enum) become the base type, so they find the same record."""
     t = type(pk)
-    if t is int or t is str or t is bytes:
+    if t is int or t is str or t is bytes or t is bool:
         return pk
-    if isinstance(pk, bool):
-        return pk
-    if isinstance(pk, int):
-        return int.__index__(pk)
-    if isinstance(pk, str):
-        return str.__str__(pk)
-    if isinstance(pk, (bytes, bytearray, memoryview)):
-        return bytes(pk)
-    return pk
+    base = _as_base_scalar(pk)
+    return pk if base is _NOT_SCALAR else base
 
 
 def encode_key(pk: object) -> bytes:
@@ -266,6 +259,18 @@ def normalize_value(value: Any) -> Any:
         return out
     if isinstance(value, (list, tuple)):
         return [normalize_value(v) for v in value]
+    base = _as_base_scalar(value)
+    if base is _NOT_SCALAR:
+        raise UnstorableValueError(f"{t.__name__} value {value!r} is not a msgpack type")
+    return base
+
+
+_NOT_SCALAR = object()
+
+
+def _as_base_scalar(value: Any) -> Any:
+    """A subclass of int, float, str or bytes (or a bytearray) as its base
+    type, the way msgpack stores it; _NOT_SCALAR for anything else."""
     if isinstance(value, int):
         return int.__index__(value)
     if isinstance(value, float):
@@ -274,7 +279,7 @@ def normalize_value(value: Any) -> Any:
         return str.__str__(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
-    raise UnstorableValueError(f"{t.__name__} value {value!r} is not a msgpack type")
+    return _NOT_SCALAR
 
 
 def key_hash(pk: object, pkb: bytes) -> tuple[int, int]:
