@@ -1,4 +1,7 @@
-"""Database lifecycle, ownership and hygiene (DESIGN.md invariants 5 and 7)."""
+"""Database lifecycle, ownership and hygiene: a process that detaches, exits or
+is killed never removes data; a named database lives until destroy(), a
+private one until its creator leaves; destroy() leaves nothing in /dev/shm;
+shared objects are owner-only."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Indexes in shared memory (issue 3, item 4): what an index answers is what a
-scan answers, through every kind of write, across processes and crashes."""
+"""Indexes in shared memory: what an index answers is what a scan answers,
+through every kind of write, across processes and crashes."""
 
 from __future__ import annotations
 
