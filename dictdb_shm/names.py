@@ -2,15 +2,20 @@
 
 Owns: validation of database and table names, the derivation of every POSIX
 object name (shared-memory segments, semaphores, sockets) from a database
-name, and the per-user runtime directory.  Must never: create or open
-anything except that directory, which it makes and checks.
+name, and the per-user runtime directory.  Must never: create, open or
+remove a segment, semaphore, socket or log -- it only names them.  Its only
+effects on the file system are making and checking the runtime directory
+(``runtime_dir``) and listing /dev/shm (``shm_listing``).
 
-Every OS object of a database shares the prefix ``dictdb_<dbname>.`` so that
-``destroy()`` and the coordinator's garbage collection can find all of them
-by listing /dev/shm, including segments a crashed writer left unpublished.
-That is only safe because a database name can never contain ``.`` or ``/``:
-``check_db_name`` is the one rule, and every function here that turns a
-database name into an OS name applies it, so no caller can forget.
+Every object of a database under /dev/shm starts with ``dictdb_<dbname>.``
+(semaphores: ``sem.dictdb_<dbname>.``), so that ``destroy()`` and the
+coordinator's garbage collection can find all of them by listing /dev/shm,
+including segments a crashed writer left unpublished.  That is only safe
+because a database name can never contain ``.`` or ``/``: ``check_db_name``
+is the one rule, and every function here that turns a database name into an
+OS name applies it, so no caller can forget.  A table's objects share
+``table_prefix`` (``dictdb_<dbname>.t<uid>.``), whose final dot keeps table
+1's prefix from matching table 10's objects.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def worker(db_name: str, worker_id: int) -> None:
     visits = db.get_table("visits")
     for i in range(VIEWS_PER_WORKER):
         path = PAGES[(worker_id + i) % len(PAGES)]
-        with pages._lock.write_lock():           # cross-process critical section
+        with pages.lock.write_lock():            # cross-process critical section
             row = pages.select(where=pages.path == path)[0]
             pages.update({"views": row["views"] + 1}, where=pages.path == path)
         visits.insert({"worker": worker_id, "path": path})

@@ -1,6 +1,7 @@
-"""Database lifecycle, ownership and hygiene: a named database lives until
-destroyed, a private one goes with its creator, nothing is left in /dev/shm,
-objects are owner-only, and handles of a database that is gone raise."""
+"""Database lifecycle, ownership and hygiene: a process that detaches, exits or
+is killed never removes data; a named database lives until destroy(), a
+private one until its creator leaves; destroy() leaves nothing in /dev/shm;
+shared objects are owner-only; handles of a database that is gone raise."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Every ```python block of docs/usage.md runs, in a fresh interpreter."""
+"""Every ```python block of docs/usage.md and README.md runs, in a fresh
+interpreter.  README's example names its database "shop": the test runs it
+on a fresh database name instead, destroyed afterwards."""
 
 from __future__ import annotations
 
@@ -11,7 +13,16 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "usage.md")
+README = os.path.join(ROOT, "README.md")
 BLOCKS = re.findall(r"```python\n(.*?)```", open(DOC).read(), re.S)
+README_BLOCKS = re.findall(r"```python\n(.*?)```", open(README).read(), re.S)
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
 
 
 def test_docs_have_examples():
@@ -20,8 +31,13 @@ def test_docs_have_examples():
 
 @pytest.mark.parametrize("n", range(len(BLOCKS)))
 def test_doc_example_runs(n):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
-    proc = subprocess.run([sys.executable, "-c", BLOCKS[n]], capture_output=True, text=True,
-                          timeout=120, env=env)
+    proc = _run(BLOCKS[n])
     assert proc.returncode == 0, f"example {n} failed:\n{BLOCKS[n]}\n{proc.stderr}"
+
+
+@pytest.mark.parametrize("n", range(len(README_BLOCKS)))
+def test_readme_example_runs(n, db_name):
+    assert '"shop"' in README_BLOCKS[n], "README examples use the database name \"shop\""
+    code = README_BLOCKS[n].replace('"shop"', repr(db_name))
+    proc = _run(code)
+    assert proc.returncode == 0, f"README example {n} failed:\n{code}\n{proc.stderr}"

@@ -1,5 +1,5 @@
 """The same DictDB scenario gives identical results on a private database in
-one process and on a named database used from two processes (issue 3, item 9).
+one process and on a named database used from two processes.
 
 In the two-process run the steps alternate between this process and a worker
 that attached by name; queries travel to it as pickled query trees.

@@ -1,4 +1,10 @@
-"""Visibility, atomicity, isolation and liveness across real, unrelated processes.
+"""Visibility, atomicity, isolation and liveness across real, unrelated processes:
+
+* a write call that returned is seen by every process's next read;
+* each write call is all-or-nothing, even when its process is SIGKILLed;
+* a read sees the table between whole write calls, never a torn record;
+* a process that dies holding a lock delays the others for a bounded time,
+  and nothing committed is lost.
 
 Every other process here is a fresh interpreter started by ``spawn`` that
 attaches by name; crashes are real SIGKILLs.

@@ -1,9 +1,11 @@
 """Names that reach the file system: one rule for database names, one for
-table names, applied by every entry point (including the command line)."""
+table names, applied by every entry point (including the command line); the
+OS object names derived from them; the runtime directory."""
 
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -11,9 +13,10 @@ import tempfile
 import pytest
 
 from conftest import ROOT
-from dictdb_shm import DictDB, InvalidNameError, names
+from dictdb_shm import DictDB, InvalidNameError, OwnershipError, names
 from dictdb_shm.coordinator import client
 from dictdb_shm.engine.catalog import Catalog
+from dictdb_shm.engine.segment import Segment, unlink
 
 BAD_DB_NAMES = ["", "ok\n", "\nok", "a.b", ".", "..", "a/b", "../x", "a\x00b", "a b",
                 "tab\t", "bell\x07", "é", "-lead", "x" * 49, None, 5]
@@ -122,3 +125,97 @@ def test_good_table_names(db_name):
         db.create_table(name)
     assert sorted(db.list_tables()) == sorted(good)
     db.close()
+
+
+@pytest.mark.parametrize("good, bad", [("x" * 200, "x" * 201), ("é" * 100, "é" * 100 + "a")])
+def test_table_names_are_limited_in_utf8_bytes(good, bad):
+    assert names.check_table_name(good) == good
+    with pytest.raises(InvalidNameError, match="too long"):
+        names.check_table_name(bad)
+
+
+# ------------------------------------------------------------ object names
+def test_every_object_name_of_a_database_carries_its_prefix():
+    db = "shop"
+    p = names.prefix(db)
+    assert p == "dictdb_shop."
+    posix = [names.catalog_segment(db), names.heap_segment(db, 3, 1),
+             names.directory_segment(db, 3, 2), names.index_segment(db, 3, 4),
+             names.drain_semaphore(db, 3)]
+    assert posix == ["/dictdb_shop.catalog", "/dictdb_shop.t3.heap1", "/dictdb_shop.t3.dir2",
+                     "/dictdb_shop.t3.idx4", "/dictdb_shop.t3.r"]
+    assert all(n.startswith("/" + p) for n in posix)
+    assert names.shm_path(posix[1]) == "/dev/shm/dictdb_shop.t3.heap1"
+    assert names.semaphore_path(posix[4]) == "/dev/shm/sem.dictdb_shop.t3.r"
+
+
+def test_one_table_prefix_never_matches_another_tables_objects():
+    assert not names.heap_segment("db", 10, 1)[1:].startswith(names.table_prefix("db", 1))
+    assert names.heap_segment("db", 1, 10)[1:].startswith(names.table_prefix("db", 1))
+    assert not names.catalog_segment("db-2")[1:].startswith(names.prefix("db"))
+
+
+def test_shm_entries_lists_one_database_only(db_name):
+    mine = names.heap_segment(db_name, 1, 1)
+    neighbour = names.heap_segment(db_name + "_x", 1, 1)   # a name that extends ours
+    Segment.create(mine, 4096)
+    Segment.create(neighbour, 4096)
+    try:
+        assert names.shm_entries(db_name) == [mine[1:]]
+        assert names.shm_entries(db_name + "_x") == [neighbour[1:]]
+    finally:
+        unlink(mine)
+        unlink(neighbour)
+
+
+def test_private_names_are_valid_unique_and_found_by_the_sweep():
+    a, b = names.private_db_name(), names.private_db_name()
+    assert a != b and names.check_db_name(a) == a
+    assert a.startswith(f"p{os.getpid()}-")
+    assert names.catalog_segment(a).startswith("/dictdb_p")     # what the sweep lists
+
+
+# ------------------------------------------------------- runtime directory
+@pytest.fixture
+def empty_top():
+    with tempfile.TemporaryDirectory(prefix="dictdb_names_") as top:
+        yield top
+
+
+def test_runtime_dir_is_made_0700_whatever_the_umask(empty_top, monkeypatch):
+    path = os.path.join(empty_top, "rt")
+    monkeypatch.setenv("DICTDB_SHM_RUNTIME_DIR", path)
+    old = os.umask(0o777)
+    try:
+        assert names.runtime_dir() == path
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    assert names.coordinator_socket("shop") == os.path.join(path, "shop.sock")
+    assert names.coordinator_log("shop") == os.path.join(path, "shop.log")
+    assert names.semaphore_creation_lockfile() == os.path.join(path, "semaphores.lock")
+
+
+def test_runtime_dir_that_cannot_be_made_or_is_a_file_is_refused(empty_top, monkeypatch):
+    monkeypatch.setenv("DICTDB_SHM_RUNTIME_DIR", os.path.join(empty_top, "no", "such"))
+    with pytest.raises(OwnershipError, match="cannot create the runtime directory") as info:
+        names.runtime_dir()
+    assert "DICTDB_SHM_RUNTIME_DIR" in str(info.value)
+    a_file = os.path.join(empty_top, "file")
+    open(a_file, "w").close()
+    monkeypatch.setenv("DICTDB_SHM_RUNTIME_DIR", a_file)
+    with pytest.raises(OwnershipError, match="is not a directory"):
+        names.runtime_dir()
+
+
+def test_runtime_dir_falls_back_to_the_temp_dir(empty_top, monkeypatch):
+    monkeypatch.delenv("DICTDB_SHM_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", empty_top)
+    monkeypatch.setattr(tempfile, "tempdir", None)          # re-read TMPDIR
+    expected = os.path.join(empty_top, f"dictdb_shm-{os.geteuid()}")
+    for xdg in ("relative/path", os.path.join(empty_top, "missing")):
+        monkeypatch.setenv("XDG_RUNTIME_DIR", xdg)
+        assert names.runtime_dir() == expected
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert names.runtime_dir() == expected
+    assert stat.S_IMODE(os.stat(expected).st_mode) == 0o700

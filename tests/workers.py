@@ -364,6 +364,34 @@ def storm_problem(t) -> str | None:
         if n != size:
             return f"batch {b} has {n} of its {size} rows"
     return None
+def catalog_edit(db: str, op: str, table: str) -> None:
+    """Edit ``db``'s catalog as a coordinator would (none runs for it):
+    ``add`` or ``remove`` table ``table``.  A crash point stops it mid-edit."""
+    from dictdb_shm.engine.catalog import Catalog
+    catalog = Catalog.attach(db)
+    out("READY")
+    if op == "add":
+        catalog.add_table(table, {"pk": "id", "schema": None})
+    else:
+        catalog.remove_table(catalog.find(table))
+    out("RESULT", "done")
+
+
+def watch_word(segment: str, first: str, second: str, stop: str) -> None:
+    """Read word 0 of shared-memory ``segment`` until word 1 is ``stop``;
+    report how many reads saw a value other than ``first`` or ``second``."""
+    from dictdb_shm.engine import layout as L
+    from dictdb_shm.engine.segment import Segment
+    w = L.words(Segment.attach(segment).buf)
+    allowed = {int(first), int(second)}
+    halt = int(stop)
+    reads = torn = 0
+    out("READY")
+    while w[1] != halt:
+        if w[0] not in allowed:
+            torn += 1
+        reads += 1
+    out("RESULT", json.dumps({"reads": reads, "torn": torn}))
 
 
 if __name__ == "__main__":

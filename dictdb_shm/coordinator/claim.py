@@ -12,7 +12,7 @@ XDG_RUNTIME_DIR; the kernel drops it when its holder dies, however it dies;
 makes a starting coordinator believe it lost; and an OFD lock belongs to the
 open file, so closing another descriptor of the catalog never drops it (a
 classic POSIX lock would go with the first close).  Its byte lies past the
-segment's end, clear of any range the table locks use.
+segment's end, so no byte of the catalog's contents is locked.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ most MAX_FRAME).  One request per connection::
     coordinator -> client   [PROTOCOL, server_nonce]     ([PROTOCOL, None]: busy)
     client -> coordinator   [client_proof, client_nonce, op, args]
     coordinator -> client   [server_proof, "ok", value]  or
-                            [server_proof, "error", [error class name, message]]
+                            [server_proof, "error", [error class name, message, hint]]
 
     client_proof = HMAC-SHA256(authkey, b"client" + server_nonce + client_nonce)
     server_proof = HMAC-SHA256(authkey, b"server" + server_nonce + client_nonce)

@@ -5,14 +5,15 @@ private databases, close, destroy, context manager, pickling) and the table
 catalogue calls.  Must never: edit the catalog itself (the coordinator does,
 through client.request) or touch records.
 
-Lifetimes (DESIGN.md invariant 5):
+Lifetimes (an attached process that exits or is killed never removes data):
 
 * ``DictDB(name)`` creates the database or attaches to it, and starts its
   coordinator when none runs.  It lives until ``destroy()`` or until its
   coordinator is stopped; ``close()`` and process exit only detach.
 * ``DictDB()`` is private: a generated name others may attach to, removed
   when its creator closes it or exits.  If the creator is killed, the
-  coordinator notices within ``HOUSEKEEPING_INTERVAL`` and removes it.
+  coordinator notices within its ``HOUSEKEEPING_INTERVAL`` (0.2 s,
+  coordinator/service.py) and removes it.
 """
 
 from __future__ import annotations

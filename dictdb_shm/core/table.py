@@ -3,7 +3,9 @@
 Owns: the meaning of each public table call (auto primary keys, schemas,
 upsert rules, what update and delete match, select's shaping), and which
 lock each call takes.  Must never: touch bytes or shared memory; it speaks to
-the store through ``get``, ``read``, ``apply`` and ``next_auto_pk`` only.
+the store through the StorageEngine interface only (``get``, ``read``,
+``apply``, ``count``, ``next_auto_pk``, ``create_index``, ``lock``, and
+inside ``read`` ``scan``, ``lookup`` and the index and search calls).
 
 Every write call runs under the table's write lock and hands the store one
 batch, which the store applies all-or-nothing.  Reads go through

@@ -1,9 +1,12 @@
 """The shared-memory storage engine.
 
 Owns: everything that knows a byte layout: segments (segment.py), the
-catalog (catalog.py, layout.py), records and keys (records.py), one table's
-store (store.py) and its indexes (index.py).  Must never: know the public
-API's rules (auto keys, schemas, upsert) or evaluate queries.
+catalog (catalog.py, layout.py) and the semaphore files (semaphores.py),
+records and keys (records.py), one table's store (store.py) with its write
+steps (append.py), its growth (growth.py), its searched scans (search.py)
+and its indexes (indexing.py, index.py); and, here, the interface a Table
+uses.  Must never: know the public API's rules (auto keys, schemas, upsert)
+or evaluate queries.
 
 The Table API reaches a table's storage only through the small interface
 below.  ``TableStore`` is the shared-memory implementation; a backend for a

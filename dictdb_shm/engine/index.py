@@ -2,7 +2,7 @@
 
 Owns: the byte layout of a table's index segment, the value identities it
 keys on, and maintenance and lookups of each index.  Must never: decide when
-to rebuild (store.py does), evaluate predicates (index answers are
+to rebuild (store.py and growth.py do), evaluate predicates (index answers are
 *candidates*: the caller re-checks every record), or decode records.
 
 Index segment ``/dictdb_<db>.t<uid>.idx<n>``: ``INDEX_HEADER`` bytes per index

@@ -42,8 +42,9 @@ Header, bytes [0, 4096)::
          socket (at most SOCKET_PATH_MAX bytes); 0 until a coordinator listens
 
 The serving coordinator holds an OFD write lock on the one byte at
-COORDINATOR_CLAIM_AT of the catalog file.  It lies past the segment's end, so
-it never meets a byte range that the table locks use.
+COORDINATOR_CLAIM_AT of the catalog file (coordinator/claim.py).  It lies
+past the segment's end: a file lock needs no byte to exist, and no byte of
+the catalog's contents is ever locked.
 
 Table slots, ``MAX_TABLES`` of ``SLOT_SIZE`` bytes from ``SLOTS_AT``; slot i::
 
@@ -58,8 +59,8 @@ Table slots, ``MAX_TABLES`` of ``SLOT_SIZE`` bytes from ``SLOTS_AT``; slot i::
 Lock region::
 
     +0    u64 writer pid    +8 u64 writer start ticks   +16 reserved
-          (the writer record: see lock/rwlock.py; proof of ownership is a
-          kernel lock, the record only says "undo may be needed")
+          (the writer record: see lock/rwlock.py; proof of ownership is the
+          mutex at +1600, the record only says "undo may be needed")
     +24   u64 writer waiting (1 while a writer waits for readers to drain)
     +32   u64 reader slot high-water mark
     +64   READER_SLOTS x u64 reader flags (1 = that slot holds a read lock)

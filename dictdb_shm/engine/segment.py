@@ -10,7 +10,7 @@ segment with the attaching process's resource tracker, which unlinks it when
 that process exits: an attached worker exiting would destroy shared data,
 and an attached process must never remove data.  Opening through ``posix_ipc`` and mapping with
 ``mmap`` gives us the mode (0600) and no tracker.  Segments never grow in
-place: a bigger one gets a new name (see store.py).
+place: a bigger one gets a new name (see growth.py).
 
 A segment is created with ``posix_fallocate`` so that a full /dev/shm raises
 ``DatabaseFullError`` at creation instead of SIGBUS on first touch.

@@ -34,7 +34,7 @@ Invariants
 * A directory entry points below the committed end, except during ``apply``.
 * Segment names are published (by the flip) only after they are filled.
 * Every reader loop is bounded by the segment size or the directory capacity.
-* No segment is created for a database whose catalog says it was destroyed.
+* No new segment survives in a database marked destroyed (``new_segment``).
 """
 
 from __future__ import annotations

@@ -47,11 +47,10 @@ Design
   catalog (engine/layout.py): ``struct.pack_into`` zero-fills before it
   writes, which a reader or a crash could see.
 
-Liveness: a dead writer's mutex passes to the next waiter as soon as the
-kernel has run the writer's exit; that waiter runs undo and goes on.  A dead
-reader's flag is cleared by the writer waiting for it within
-``DEAD_READER_CHECK`` seconds, and housekeeping (``repair_abandoned``) undoes
-a dead writer's call on a table nobody waits for.
+Liveness: a dead writer's mutex passes to the next waiter as the writer's
+thread dies (the kernel walks its list of held robust mutexes then); that
+waiter runs undo and goes on.  A dead reader's flag is cleared by the writer
+waiting for it within ``DEAD_READER_CHECK`` seconds.
 """
 
 from __future__ import annotations
@@ -298,7 +297,7 @@ class TableLock:
             self._drain.release()
 
     def _claim_reader_slot(self) -> int:
-        """Under the mutex: a free reader slot, flagged as ours, or -1."""
+        """Under the table's mutex: a free reader slot, flagged as ours, or -1."""
         w = self._w
         flags = self._flags()
         try:
@@ -318,7 +317,7 @@ class TableLock:
         return i
 
     def _clear_dead_readers(self) -> int:
-        """Under the mutex: drop the read locks of dead processes."""
+        """Under the table's mutex: drop the read locks of dead processes."""
         w = self._w
         cleared = 0
         for i, flag in enumerate(self._flags()):
@@ -362,7 +361,7 @@ class TableLock:
                    for i, flag in enumerate(self._flags()))
 
     def _repair_if_writer_died(self) -> None:
-        """Under the mutex: a writer record left behind means its writer
+        """Under the table's mutex: a writer record left behind means its writer
         died inside a write call; undo it and end its write."""
         w = self._w
         if not w[self._pid_w]:
@@ -373,7 +372,7 @@ class TableLock:
         w[self._pid_w] = 0
         w[self._ticks_w] = 0
 
-    # ------------------------------------------------- the gate and the kernel
+    # ------------------------------------------------------------ the mutex
     def _enter(self, timeout: float) -> None:
         """Take the table's mutex within ``timeout`` seconds; raise (not
         holding it) if the slot no longer holds our table.  The slot is

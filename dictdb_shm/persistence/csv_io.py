@@ -55,7 +55,7 @@ Export semantics:
 * A missing field and None both give an empty cell; str as is; bool as
   ``True``/``False``; int and float as Python writes them (floats round-trip
   exactly); list, tuple and dict as JSON text; bytes as base64.  Anything else
-  raises TypeError naming the row and column.
+  raises InvalidArgumentError (also a TypeError) naming the row and column.
 * The file is written to a temporary file in the target's directory, flushed
   and fsynced, then renamed over the target, so a crash or an error never
   leaves a half-written file; on error the temporary file is removed and the
