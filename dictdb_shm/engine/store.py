@@ -5,12 +5,9 @@ Owns: mapping a table's segments, the seqlock that lets reads go without
 locks, point reads and scans, the write path (encode, make room, append,
 commit) and undo.  Must never: know about queries, schemas or the public
 Table API, or take the table lock itself except to fall back from a failed
-lock-free read.  The rest of a table's engine: growth.py (making room:
-growth and compaction), search.py (searched scans), indexing.py (the
-table's indexes), records.py (the byte formats of records and entries).
+lock-free read.  The rest of a table's engine: growth.py, search.py,
+indexing.py, append.py, records.py (docs/architecture.md has the map).
 
-Design (docs/architecture.md tells it with pictures)
-------
 *Readers take no lock.*  The table lock makes the store region's ``seq`` odd
 while a writer holds the table.  A reader notes ``seq`` (``_begin_read``),
 reads, and checks ``seq`` again; if it changed or was odd it retries, and
@@ -26,10 +23,8 @@ store: the commit.  *Undo* (``recover``) walks the records past the
 committed end newest first, puts each directory entry back to the ``prev``
 its record remembers, clears the SUPERSEDED flags, zeroes the tail and
 rebuilds an index segment left dirty; it runs when ``apply`` raises and,
-through the lock, when a writer died.
+through the lock, when a writer died.  Invariants:
 
-Invariants
-----------
 * Bytes of the heap past the committed end are zero when no write runs.
 * A directory entry points below the committed end, except during ``apply``.
 * Segment names are published (by the flip) only after they are filled.
@@ -39,6 +34,7 @@ Invariants
 
 from __future__ import annotations
 
+import platform
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 from dictdb_shm import names
@@ -55,7 +51,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-OPTIMISTIC_TRIES = 3
+# Lock-free reads need stores to become visible in program order, which
+# x86-64 guarantees and weaker machines (aarch64) do not without barriers
+# that Python cannot issue: there every read takes the read lock.
+OPTIMISTIC_TRIES = 3 if platform.machine() in ("x86_64", "AMD64") else 0
 BULK_INDEX_REBUILD = 1024   # a write of more rows builds a fresh index segment
 
 # Hot-path aliases of the layout helpers (a global lookup each, no call).
@@ -196,7 +195,9 @@ class TableStore:
             if seq < 0:
                 break
             try:
-                if pkb is None:
+                if not self._mask:
+                    found = None             # never written: no directory yet
+                elif pkb is None:
                     mask = self._mask
                     dw = self._dw
                     i = h >> self._shift
