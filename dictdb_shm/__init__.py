@@ -16,7 +16,7 @@ Package map (one idea per folder):
 from dictdb_shm.core.database import DictDB
 from dictdb_shm.core.table import Table
 from dictdb_shm.errors import (CoordinatorError, CorruptionError, DatabaseClosedError,
-                               DatabaseFullError, DatabaseNotFoundError, DictDBError,
+                               DatabaseExistsError, DatabaseFullError, FileAccessError, DatabaseNotFoundError, DictDBError,
                                DuplicateKeyError, DuplicateTableError, InvalidArgumentError,
                                InvalidNameError,
                                LockTimeoutError, OwnershipError, LockUpgradeError, RecordNotFoundError,
@@ -36,5 +36,5 @@ __all__ = [
     "DatabaseClosedError", "DatabaseFullError", "InvalidArgumentError", "InvalidNameError",
     "LockTimeoutError",
     "LockUpgradeError", "OwnershipError", "UnstorableValueError", "RecordTooLargeError", "CoordinatorError",
-    "CorruptionError",
+    "CorruptionError", "DatabaseExistsError", "FileAccessError",
 ]

@@ -75,6 +75,10 @@ class Table:
         self._schema = schemas.decode_schema(meta.get("schema"))
         self._fields: dict[str, Field] = {}
         self._store = store
+        # A durable database's journal (persistence/journal.py), else None:
+        # each write call below appends its changes right after the commit.
+        att = getattr(db, "_att", None)
+        self._journal = att.journal if att is not None else None
         self.lock = store.lock
         self._lock = store.lock          # DictDB's name, for code written against it
         self.get = store.get  # type: ignore[method-assign]
@@ -135,7 +139,10 @@ class Table:
                 stored[pk_name] = pk
             if self._schema is not None and not skip_validation:
                 schemas.validate(stored, self._schema, self.table_name)
-            self._store.apply(((pk, stored, INSERT),))
+            change = ((pk, stored, INSERT),)
+            self._store.apply(change)
+            if self._journal is not None:
+                self._journal.write(self.table_name, change)
         finally:
             lock.release_write()
         if stored is not record:
@@ -186,6 +193,8 @@ class Table:
                 pks.append(pk)
                 changes.append((pk, r, INSERT))
             self._store.apply(changes)
+            if self._journal is not None:
+                self._journal.write(self.table_name, changes)
         for i in assigned:
             records[i][pk_name] = pks[i]  # type: ignore[index]
         return pks
@@ -215,6 +224,8 @@ class Table:
             if self._schema is not None:
                 schemas.validate(current, self._schema, self.table_name)
             self._store.apply([(pk, current, PUT)])
+            if self._journal is not None:
+                self._journal.write(self.table_name, [(pk, current, PUT)])
         return pk, "updated"
 
     def update(self, changes: Mapping[str, Any], where: Any = None) -> int:
@@ -240,6 +251,8 @@ class Table:
                     schemas.validate(r, self._schema, self.table_name)
                 batch.append((pk, r, PUT))
             self._store.apply(batch)
+            if self._journal is not None:
+                self._journal.write(self.table_name, batch)
         return len(batch)
 
     def delete(self, where: Any = None) -> int:
@@ -251,7 +264,10 @@ class Table:
             if not matches:
                 raise RecordNotFoundError(
                     f"no record of table {self.table_name!r} matches {where!r}")
-            self._store.apply([(r[pk_name], None, DELETE) for r in matches])
+            gone = [(r[pk_name], None, DELETE) for r in matches]
+            self._store.apply(gone)
+            if self._journal is not None:
+                self._journal.write(self.table_name, gone)
         return len(matches)
 
     # ---------------------------------------------------------------- reads
@@ -359,7 +375,8 @@ class Table:
         if not isinstance(field, str) or not field:
             raise InvalidArgumentError("create_index needs a field name")
         with self.lock.write_lock():
-            self._store.create_index(field, index_type)
+            if self._store.create_index(field, index_type) and self._journal is not None:
+                self._journal.index(self.table_name, field, index_type)
 
     def indexed_fields(self) -> list[str]:
         return list(self._store.read(lambda s: s.indexes()))

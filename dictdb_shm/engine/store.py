@@ -43,9 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 from dictdb_shm import names
 from dictdb_shm.engine import growth, indexing, search
-from dictdb_shm.engine import index as IX
-from dictdb_shm.engine import layout as L
-from dictdb_shm.engine import records as R
+from dictdb_shm.engine import index as IX, layout as L, records as R
 from dictdb_shm.engine.append import append_records
 from dictdb_shm.engine.segment import Segment, unlink
 from dictdb_shm.errors import DatabaseClosedError, DatabaseFullError, TableNotFoundError
@@ -507,6 +505,10 @@ class TableStore:
         """Under the write lock: rewrite the table without superseded versions."""
         self._check_table()
         growth.compact(self)
+
+    def committed_image(self) -> tuple[bytes, Descriptor, dict[str, str]]:
+        """Under the table's lock: copies of the committed heap and descriptor; the index kinds."""
+        return self.read(lambda s: (bytes(s.heap[:s.desc.heap_end]), s.desc, s.indexes()))
 
     def stats(self) -> dict:
         """Under any lock or inside ``read``: sizes, for tests and housekeeping."""
