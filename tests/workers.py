@@ -324,5 +324,13 @@ def durable_writer(db: str, directory: str, durability: str) -> None:
             out("ACK n", k)
 
 
+def start_backups(db: str, directory: str, interval: str, fmt: str) -> None:
+    """Start a BackupManager and exit: the coordinator goes on with it."""
+    from dictdb_shm import BackupManager
+    BackupManager(DictDB.attach(db), directory, backup_interval=float(interval),
+                  file_format=fmt).start()
+    out("RESULT", "started")
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     from dictdb_shm.coordinator import client
     try:
         if args.command == "stop":
+            if client.catalog_exists(args.name):
+                from dictdb_shm.introspect import what_destroy_removes
+                print(what_destroy_removes(args.name), file=sys.stderr)
             client.destroy(args.name)
             return 0
         info = client.status(args.name)

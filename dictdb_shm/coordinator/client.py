@@ -210,7 +210,7 @@ def _spawn(db: str, private: bool, owner: tuple[int, int], *, existing_only: boo
     if not catalog_exists(db):      # nothing left to log about
         _unlink_quietly(names.coordinator_log(db))
     if report and report[0] == "error" and len(report) == 4:
-        raise _error(report[1], report[2], report[3])
+        raise error_named(report[1], report[2], report[3])
     raise errors.CoordinatorError(f"the coordinator of {db!r} exited while starting; see "
                                   f"{names.coordinator_log(db)}")
 
@@ -236,7 +236,9 @@ def _read_report(db: str, fd: int, deadline: float) -> list | None:
     return report if isinstance(report, list) and report else None
 
 
-def _error(class_name: Any, message: Any, hint: Any) -> errors.DictDBError:
+def error_named(class_name: Any, message: Any, hint: Any) -> errors.DictDBError:
+    """The DictDBError subclass ``class_name`` (else CoordinatorError) with
+    ``message`` and ``hint``: how an error crosses the control channel."""
     cls = getattr(errors, str(class_name), None)
     if not (isinstance(cls, type) and issubclass(cls, errors.DictDBError)):
         cls = errors.CoordinatorError
@@ -303,7 +305,7 @@ def _ask(db: str, op: str, args: list, timeout: float) -> Any:
     if status == "ok":
         return value
     if isinstance(value, list) and len(value) == 3:
-        raise _error(*value)
+        raise error_named(*value)
     raise errors.CoordinatorError(f"the coordinator of {db!r} sent a malformed error")
 
 

@@ -51,6 +51,7 @@ from dictdb_shm.attachment import Attachment
 from dictdb_shm.coordinator import claim, protocol, teardown
 from dictdb_shm.engine.catalog import Catalog, remove_database_objects
 from dictdb_shm.engine.segment import unlink
+from dictdb_shm.persistence.backup_service import BackupService
 from dictdb_shm.persistence.durable import durability_code
 from dictdb_shm.persistence.keeper import Keeper
 from dictdb_shm.procinfo import is_alive, own_identity
@@ -62,7 +63,7 @@ MAX_CONNECTIONS = 32
 PEER_TIMEOUT = 5.0
 EDIT_WAIT_ON_DESTROY = 5.0
 _OPEN_ATTEMPTS = 50
-_OPS = frozenset({"ping", "create_table", "drop_table", "destroy", "checkpoint"})
+_OPS = frozenset({"ping", "create_table", "drop_table", "destroy", "checkpoint", "backup"})
 
 
 class AlreadyServed(Exception):
@@ -74,6 +75,7 @@ class Coordinator:
                  existing_only: bool = False, keeper: Keeper | None = None) -> None:
         self.db = db
         self.keeper = keeper                 # a durable database's persistence (keeper.py)
+        self.backups: BackupService | None = None
         self.private = private
         self.owner = owner
         self.existing_only = existing_only
@@ -156,6 +158,8 @@ class Coordinator:
             self.keeper = found
         if self.keeper is not None:
             self.keeper.open(self.att)
+        self.backups = BackupService(self.db, self.att)
+        self.backups.resume()
         self.att.catalog.set_coordinator(*own_identity())
 
     def _claimed(self, fd: int, created: Catalog | None) -> Catalog | None:
@@ -323,6 +327,13 @@ class Coordinator:
         self._check_serving()
         return self.keeper.checkpoint(self._edit)
 
+    def op_backup(self, action: str, config: dict, kind: str | None = None) -> dict:
+        """BackupManager's requests (persistence/backup_service.py)."""
+        if self.backups is None:
+            raise errors.CoordinatorError(f"the coordinator of {self.db!r} is not serving yet")
+        self._check_serving()
+        return self.backups.handle(action, config, kind)
+
     def _check_serving(self) -> None:
         if self._stopping:
             raise errors.DatabaseClosedError(f"database {self.db!r} is being destroyed")
@@ -345,6 +356,8 @@ class Coordinator:
             self.destroy_and_exit()
         if self.keeper is not None:
             self.keeper.tick(self._edit)
+        if self.backups is not None:
+            self.backups.tick()
         with self._edit:
             for entry in self.att.catalog.entries():
                 lock, _ = self.att.table(entry)

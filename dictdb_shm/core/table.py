@@ -21,6 +21,7 @@ from dictdb_shm.core import schema as schemas
 from dictdb_shm.engine import DELETE, INSERT, PUT, StorageEngine, TableLocking
 from dictdb_shm.errors import (DuplicateKeyError, InvalidArgumentError, RecordNotFoundError,
                                SchemaValidationError)
+from dictdb_shm.persistence import tracking
 from dictdb_shm.persistence.csv_io import export_csv
 from dictdb_shm.query import (Aggregate, Compare, Field, aggregate_rows, as_predicate,
                               compile_predicate, normalize_paging, shape_rows)
@@ -365,6 +366,24 @@ class Table:
         file, atomically (temporary file, fsync, rename).  Returns the row count."""
         return export_csv(self, path, records=records, columns=columns, where=where,
                           delimiter=delimiter, encoding=encoding)
+
+    # ------------------------------------------------------ change tracking
+    # Database-wide, as DictDB's per-table tracking: every process's writes
+    # count (persistence/tracking.py has the rules).
+    def has_changes(self) -> bool:
+        """True when records were written since the last clear_dirty_tracking()."""
+        return tracking.has_changes(self)
+
+    def get_dirty_records(self) -> list[Record]:
+        """The records inserted or updated since the last clear_dirty_tracking()."""
+        return tracking.dirty_records(self)
+
+    def get_deleted_pks(self) -> list[Any]:
+        """The primary keys deleted since the last clear_dirty_tracking()."""
+        return tracking.deleted_pks(self)
+
+    def clear_dirty_tracking(self) -> None:
+        tracking.clear(self)
 
     # -------------------------------------------------------------- indexes
     def create_index(self, field: str, index_type: str = "hash") -> None:

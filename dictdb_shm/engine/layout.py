@@ -175,7 +175,7 @@ DESC_SIZE = 128
 SEQ_DROPPED = (1 << 64) - 1                  # odd, so lock-free readers stop
 
 # The descriptor's byte form: the fields of Descriptor below, in order.
-DESCRIPTOR = struct.Struct("<13Q")
+DESCRIPTOR = struct.Struct("<14Q")
 
 
 class Descriptor(NamedTuple):
@@ -194,9 +194,12 @@ class Descriptor(NamedTuple):
     live_bytes: int
     index_seg: int          # 0: no index
     n_records: int          # entries of the heap's offset log
+    track_mark: int         # change tracking starts at this heap offset; TRACK_LOST once
+                            # a compaction moved records it had not reported
 
 
-EMPTY_TABLE = Descriptor(0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0)
+EMPTY_TABLE = Descriptor(0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0)
+TRACK_LOST = (1 << 64) - 1
 
 
 if DESCRIPTOR.size > DESC_SIZE or LOCK_MUTEX + LOCK_MUTEX_SIZE > LOCK_REGION_SIZE or \

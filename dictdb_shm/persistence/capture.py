@@ -52,6 +52,8 @@ class TableImage:
     heap: bytes
     count: int                     # live records
     next_pk: int
+    track_mark: int                # where changes since the last report begin (engine/tracking.py)
+    heap_seg: int                  # which heap segment the bytes came from
 
     @property
     def primary_key(self) -> str:
@@ -112,7 +114,8 @@ def capture(tables: Sequence[tuple[str, dict, StorageEngine]],
 
 def _image(name: str, meta: dict, store: StorageEngine) -> TableImage:
     heap, desc, indexes = store.committed_image()
-    return TableImage(name, dict(meta), indexes, heap, desc.live, desc.next_pk)
+    return TableImage(name, dict(meta), indexes, heap, desc.live, desc.next_pk,
+                      desc.track_mark, desc.heap_seg)
 
 
 def hold_all(stores: Iterable[StorageEngine], timeout: float, fn: Any) -> Any:

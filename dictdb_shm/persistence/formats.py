@@ -191,6 +191,17 @@ def read_pickle(f: BinaryIO, path: str) -> list[TableData]:
     return out
 
 
+def schema_types(schema: Any, path: str, table: str) -> dict[str, type] | None:
+    """A schema by type names (``{"id": "int"}``), checked, as types."""
+    if schema is None:
+        return None
+    if not isinstance(schema, dict) or not all(
+            isinstance(k, str) and v in schemas.TYPES for k, v in schema.items()):
+        raise _bad(path, f"table {table!r}: schema must map fields to one of "
+                         f"{', '.join(schemas.TYPES)}, not {schema!r:.80}")
+    return schemas.decode_schema(schema)
+
+
 def _table(path: str, name: Any, t: Any) -> TableData:
     try:
         names.check_table_name(name)
@@ -202,13 +213,7 @@ def _table(path: str, name: Any, t: Any) -> TableData:
     pk = t.get("primary_key", "id")
     if not isinstance(pk, str) or not pk:
         raise _bad(path, f"{where}: primary_key must be a field name, not {pk!r}")
-    schema = t.get("schema")
-    if schema is not None:
-        if not isinstance(schema, dict) or not all(
-                isinstance(k, str) and v in schemas.TYPES for k, v in schema.items()):
-            raise _bad(path, f"{where}: schema must map fields to one of "
-                             f"{', '.join(schemas.TYPES)}, not {schema!r:.80}")
-        schema = schemas.decode_schema(schema)
+    schema = schema_types(t.get("schema"), path, name)
     indexes = t.get("indexes") or {}
     if not isinstance(indexes, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in indexes.items()):
