@@ -17,6 +17,15 @@ from dictdb_shm.persistence.backups import DELTA_PREFIX, FULL_PREFIX, backup_fil
 from proctools import kill_coordinator
 
 
+@pytest.fixture
+def db(db_name):
+    """The named database ``db_name`` with an empty table "t"."""
+    d = DictDB(db_name)
+    d.create_table("t")
+    yield d
+    d.close()
+
+
 def contents(d: DictDB) -> dict:
     return {n: sorted(d.get_table(n).all(), key=lambda r: r["id"]) for n in sorted(
         d.list_tables())}
@@ -33,9 +42,7 @@ def replay(directory: str, fmt: str = "json") -> DictDB:
 
 
 @pytest.mark.parametrize("fmt", ["json", "pickle"])
-def test_full_backup_plus_deltas_replays_to_the_live_state(db_name, tmp_path, spawn, fmt):
-    db = DictDB(db_name)
-    db.create_table("t")
+def test_full_backup_plus_deltas_replays_to_the_live_state(db, tmp_path, spawn, fmt):
     t = db.get_table("t")
     t.insert([{"v": i} for i in range(20)])
     bm = BackupManager(db, tmp_path, file_format=fmt, incremental=True,
@@ -44,7 +51,7 @@ def test_full_backup_plus_deltas_replays_to_the_live_state(db_name, tmp_path, sp
     assert bm.deltas_since_full == 0
     t.update({"v": -1}, where=t.v < 5)
     t.delete(where=t.v > 15)
-    w = spawn("insert_one", db_name, "t", '{"v": "from another process"}')
+    w = spawn("insert_one", db.name, "t", '{"v": "from another process"}')
     w.expect("RESULT")
     w.finish()
     db.create_table("made")
@@ -62,14 +69,11 @@ def test_full_backup_plus_deltas_replays_to_the_live_state(db_name, tmp_path, sp
         restored.destroy()
     bm.backup_delta()                                    # nothing changed: no file
     assert len(backup_files(str(tmp_path), DELTA_PREFIX)) == 2
-    db.close()
 
 
-def test_backups_go_on_after_their_starter_exits_until_stopped(db_name, tmp_path, spawn):
-    db = DictDB(db_name)
-    db.create_table("t")
+def test_backups_go_on_after_their_starter_exits_until_stopped(db, tmp_path, spawn):
     db.get_table("t").insert({"v": 1})
-    w = spawn("start_backups", db_name, str(tmp_path), 0.2, "json")
+    w = spawn("start_backups", db.name, str(tmp_path), 0.2, "json")
     w.expect("RESULT")
     w.finish()                                           # the starter is gone
     wait_until(lambda: len(backup_files(str(tmp_path), FULL_PREFIX)) >= 3, 60,
@@ -81,27 +85,21 @@ def test_backups_go_on_after_their_starter_exits_until_stopped(db_name, tmp_path
     settled = len(backup_files(str(tmp_path), FULL_PREFIX))
     time.sleep(1.0)
     assert len(backup_files(str(tmp_path), FULL_PREFIX)) <= settled + 1
-    db.close()
 
 
-def test_a_schedule_outlives_its_coordinator(db_name, tmp_path):
-    db = DictDB(db_name)
-    db.create_table("t")
+def test_a_schedule_outlives_its_coordinator(db, tmp_path):
     bm = BackupManager(db, tmp_path, backup_interval=0.2)
     bm.start()
     wait_until(lambda: backup_files(str(tmp_path), FULL_PREFIX), 60, "a first backup")
-    kill_coordinator(db_name)
+    kill_coordinator(db.name)
     before = len(backup_files(str(tmp_path), FULL_PREFIX))
-    DictDB.attach(db_name).close()                       # starts a new coordinator
+    DictDB.attach(db.name).close()                       # starts a new coordinator
     wait_until(lambda: len(backup_files(str(tmp_path), FULL_PREFIX)) >= before + 2, 60,
                "backups by the new coordinator")
     bm.stop()
-    db.close()
 
 
-def test_failures_reach_the_registering_process(db_name, tmp_path):
-    db = DictDB(db_name)
-    db.create_table("t")
+def test_failures_reach_the_registering_process(db, tmp_path):
     seen = []
     target = tmp_path / "backups"
     bm = BackupManager(db, target, on_backup_failure=lambda e, n: seen.append((e, n)))
@@ -116,12 +114,9 @@ def test_failures_reach_the_registering_process(db_name, tmp_path):
     os.rename(tmp_path / "moved", target)
     bm.backup_now()
     assert bm.consecutive_failures == 0
-    db.close()
 
 
-def test_failures_of_scheduled_backups_call_back_too(db_name, tmp_path):
-    db = DictDB(db_name)
-    db.create_table("t")
+def test_failures_of_scheduled_backups_call_back_too(db, tmp_path):
     seen = []
     target = tmp_path / "backups"
     bm = BackupManager(db, target, backup_interval=0.1,
@@ -131,12 +126,9 @@ def test_failures_of_scheduled_backups_call_back_too(db_name, tmp_path):
     bm.start()
     wait_until(lambda: seen and seen[-1] >= 2, 60, "the failure callback")
     bm.stop()
-    db.close()
 
 
-def test_notify_change_is_debounced(db_name, tmp_path):
-    db = DictDB(db_name)
-    db.create_table("t")
+def test_notify_change_is_debounced(db, tmp_path):
     bm = BackupManager(db, tmp_path, min_backup_interval=3600)
     bm.backup_now()
     bm.notify_change()                                   # too soon: nothing
@@ -145,12 +137,9 @@ def test_notify_change_is_debounced(db_name, tmp_path):
     wait_until(lambda: backup_files(str(tmp_path / "eager"), FULL_PREFIX), 60,
                "the notified backup")
     assert len(backup_files(str(tmp_path), FULL_PREFIX)) == 1
-    db.close()
 
 
-def test_keep_removes_old_backups(db_name, tmp_path):
-    db = DictDB(db_name)
-    db.create_table("t")
+def test_keep_removes_old_backups(db, tmp_path):
     t = db.get_table("t")
     bm = BackupManager(db, tmp_path, incremental=True, max_deltas_before_full=1, keep=2)
     for i in range(8):
@@ -164,7 +153,6 @@ def test_keep_removes_old_backups(db_name, tmp_path):
     restored = replay(str(tmp_path))
     assert contents(restored) == contents(db)
     restored.destroy()
-    db.close()
 
 
 def test_a_bad_delta_is_refused(tmp_path):

@@ -109,20 +109,15 @@ def check_refused(path, fmt, words, live, db_name=None):
     assert live.get_table("keep").all() == [{"v": 1, "id": 1}]
 
 
-@pytest.mark.parametrize("case", sorted(JSON_CASES))
-def test_bad_json_files(tmp_path, live, case):
-    data, words = JSON_CASES[case]
-    path = tmp_path / "bad.json"
-    path.write_bytes(data)
-    check_refused(path, "json", words, live)
+CASES = [("json", c, *JSON_CASES[c]) for c in sorted(JSON_CASES)] + \
+        [("pickle", c, *PICKLE_CASES[c]) for c in sorted(PICKLE_CASES)]
 
 
-@pytest.mark.parametrize("case", sorted(PICKLE_CASES))
-def test_bad_pickle_files(tmp_path, live, case):
-    data, words = PICKLE_CASES[case]
-    path = tmp_path / "bad.pkl"
+@pytest.mark.parametrize("fmt,case,data,words", CASES, ids=[f"{f}-{c}" for f, c, *_ in CASES])
+def test_bad_files(tmp_path, live, fmt, case, data, words):
+    path = tmp_path / f"bad.{fmt}"
     path.write_bytes(data)
-    check_refused(path, "pickle", words, live)
+    check_refused(path, fmt, words, live)
 
 
 def test_a_bad_file_loaded_under_a_name_leaves_no_database(tmp_path, live, db_name):

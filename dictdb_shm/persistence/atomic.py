@@ -1,6 +1,8 @@
-"""Files written whole or not at all.
+"""Files written whole or not at all, and read whole.
 
-Owns: ``atomic_file``, the one way persistence writes a file: a temporary
+Owns: ``read_whole``, the one way persistence reads a file (OSError other
+than a missing file becomes FileAccessError naming it), and
+``atomic_file``, the one way persistence writes a file: a temporary
 file in the target's directory, written, flushed and fsynced, renamed over
 the target, then the directory fsynced, so a crash at any point leaves the
 old file or the new one, never a mix; and ``fsync_dir``.  Must never: know
@@ -14,7 +16,21 @@ import secrets
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator
 
+from dictdb_shm.errors import FileAccessError
+
 TEMP_SUFFIX = ".tmp"
+
+
+def read_whole(path: str, what: str = "") -> bytes:
+    """The bytes of ``path``; FileNotFoundError stays what it is."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise FileAccessError(f"cannot read {what + ' ' if what else ''}{path}: "
+                              f"{exc.strerror or exc}") from None
 
 
 def fsync_dir(directory: str) -> None:

@@ -27,6 +27,7 @@ from dictdb_shm.coordinator import client
 from dictdb_shm.errors import (CorruptionError, DictDBError, FileAccessError,
                                InvalidArgumentError)
 from dictdb_shm.persistence import formats, unpickler
+from dictdb_shm.persistence.atomic import read_whole
 from dictdb_shm.persistence.saveload import fspath
 
 FULL_PREFIX, DELTA_PREFIX = "dictdb_backup_", "dictdb_delta_"
@@ -160,13 +161,7 @@ class BackupManager:
 # ----------------------------------------------------------------- deltas
 def read_delta(path: str) -> dict:
     """The checked delta document at ``path`` (pickle by its extension, else JSON)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise FileAccessError(f"cannot read {path}: {exc.strerror or exc}") from None
+    data = read_whole(path)
     if not data.strip():
         raise CorruptionError(f"{path}: the file is empty", hint=formats.FILE_HINT)
     if path.endswith((".pickle", ".pkl")):

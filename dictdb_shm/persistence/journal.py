@@ -43,6 +43,7 @@ import msgpack
 from dictdb_shm.engine import DELETE
 from dictdb_shm.engine import layout as L
 from dictdb_shm.errors import CorruptionError, FileAccessError
+from dictdb_shm.persistence.atomic import read_whole
 
 MAGIC = b"DDJ1"
 HEAD = struct.Struct("<4sII")            # magic, payload length, crc32 of the payload
@@ -167,12 +168,7 @@ class Journal:
 def entries(path: str) -> Iterator[list]:
     """The entries of the journal at ``path``, each ``[kind, table, data]``,
     skipping entries cut short by a crash (see the module docstring)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise FileAccessError(f"cannot read the journal {path}: {exc.strerror or exc}") \
-            from None
+    data = read_whole(path, "the journal")
     pos, end = 0, len(data)
     while pos < end:
         payload, size = _entry_at(data, pos)

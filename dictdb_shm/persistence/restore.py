@@ -41,7 +41,7 @@ from dictdb_shm.engine import DELETE, PUT
 from dictdb_shm.engine import layout as L
 from dictdb_shm.errors import CorruptionError, DictDBError, FileAccessError
 from dictdb_shm.persistence import journal as J
-from dictdb_shm.persistence.atomic import atomic_file, fsync_dir
+from dictdb_shm.persistence.atomic import atomic_file, fsync_dir, read_whole
 from dictdb_shm.persistence.capture import TableImage
 
 log = logging.getLogger("dictdb_shm.persistence")
@@ -118,12 +118,7 @@ def _snapshot_parts(header: dict, images: list[TableImage]) -> Iterable[bytes]:
 
 def read_snapshot(path: str) -> tuple[dict, Any]:
     """(header, msgpack.Unpacker positioned at the first record) of a checked snapshot."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise FileAccessError(f"cannot read the snapshot {path}: {exc.strerror or exc}") \
-            from None
+    data = read_whole(path, "the snapshot")
     if len(data) < len(MAGIC) + TRAILER.size or not data.startswith(MAGIC):
         raise CorruptionError(f"{path}: not a dictdb_shm snapshot (or cut short)", hint=HINT)
     length, crc, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
