@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_query.py
+	$(PY) benchmarks/bench_persist.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -134,9 +134,11 @@ class RedisServer:
             p.wait(timeout=10)
 
 
-def start_redis(cleanup: Cleanup, workdir: str, timeout: float = 15.0) -> RedisServer | None:
+def start_redis(cleanup: Cleanup, workdir: str, timeout: float = 15.0,
+                extra: Sequence[str] = ()) -> RedisServer | None:
     """Start redis-server (its log in ``workdir``) and wait for PING; None,
-    logged, when the binary or the redis package is missing."""
+    logged, when the binary or the redis package is missing.  ``extra``
+    settings come last and win (``("--appendonly", "yes")`` for an AOF peer)."""
     exe = shutil.which("redis-server")
     if exe is None:
         log("skipped Redis: redis-server not found (apt-get install redis-server)")
@@ -152,7 +154,7 @@ def start_redis(cleanup: Cleanup, workdir: str, timeout: float = 15.0) -> RedisS
         proc = subprocess.Popen(
             [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
              "--appendonly", "no", "--dir", workdir, "--protected-mode", "yes",
-             "--daemonize", "no"],
+             "--daemonize", "no", *extra],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
             # Own session: a Ctrl-C must not stop it before we are done with
             # it; stop() ends it, and so does our death (PDEATHSIG).

@@ -15,8 +15,9 @@ Package map (one idea per folder):
 
 from dictdb_shm.core.database import DictDB
 from dictdb_shm.core.table import Table
+from dictdb_shm.persistence.backups import BackupManager, apply_delta
 from dictdb_shm.errors import (CoordinatorError, CorruptionError, DatabaseClosedError,
-                               DatabaseFullError, DatabaseNotFoundError, DictDBError,
+                               DatabaseExistsError, DatabaseFullError, FileAccessError, DatabaseNotFoundError, DictDBError,
                                DuplicateKeyError, DuplicateTableError, InvalidArgumentError,
                                InvalidNameError,
                                LockTimeoutError, OwnershipError, LockUpgradeError, RecordNotFoundError,
@@ -28,7 +29,7 @@ from dictdb_shm.query import (And, Avg, Compare, Condition, Count, Field, Max, M
 __version__ = "0.1.0"
 
 __all__ = [
-    "DictDB", "Table",
+    "DictDB", "Table", "BackupManager", "apply_delta",
     "Condition", "Field", "Compare", "And", "Or", "Not",
     "Count", "Sum", "Avg", "Min", "Max",
     "DictDBError", "DuplicateKeyError", "DuplicateTableError", "RecordNotFoundError",
@@ -36,5 +37,5 @@ __all__ = [
     "DatabaseClosedError", "DatabaseFullError", "InvalidArgumentError", "InvalidNameError",
     "LockTimeoutError",
     "LockUpgradeError", "OwnershipError", "UnstorableValueError", "RecordTooLargeError", "CoordinatorError",
-    "CorruptionError",
+    "CorruptionError", "DatabaseExistsError", "FileAccessError",
 ]

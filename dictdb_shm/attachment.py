@@ -18,6 +18,7 @@ from dictdb_shm.engine.catalog import Catalog, TableEntry
 from dictdb_shm.engine.store import TableStore
 from dictdb_shm.errors import TableNotFoundError
 from dictdb_shm.lock.rwlock import TableLock
+from dictdb_shm.persistence.journal import Journal
 
 DEFAULT_LOCK_TIMEOUT = float(os.environ.get("DICTDB_SHM_LOCK_TIMEOUT", "30"))
 
@@ -31,6 +32,9 @@ class Attachment:
         self.catalog = catalog
         self.lock_timeout = lock_timeout
         self.handles = 0
+        # A durable database's journal: every Table write call appends to it.
+        path, code = catalog.persistence() if catalog.ready else (None, 0)
+        self.journal = Journal(path, code, catalog.buf) if path else None
         self._tables: dict[int, tuple[TableLock, TableStore]] = {}
         self._mutex = threading.Lock()
 

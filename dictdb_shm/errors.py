@@ -118,6 +118,18 @@ class OwnershipError(DictDBError, PermissionError):
             "owner, or use another database name")
 
 
+class DatabaseExistsError(DictDBError):
+    hint = "choose another name, or destroy the existing database first"
+
+
+class FileAccessError(DictDBError, OSError):
+    """A file of a save, a backup or a durable database could not be read or
+    written (permissions, a full disk, a directory where a file should be).
+    Also an OSError; the message names the file."""
+
+    hint = "check the path, its permissions and the free space of its disk"
+
+
 class CorruptionError(DictDBError):
     hint = "the shared memory does not hold what this version expects; recreate the database"
 

@@ -107,7 +107,7 @@ def test_every_shared_word_is_eight_byte_aligned():
 
 
 def test_descriptor_round_trips_through_its_byte_form():
-    desc = L.Descriptor(3, 1 << 20, 12345, 4, 1024, 700, 650, 10_001, 99, 7, 8888, 5, 720)
+    desc = L.Descriptor(*range(3, 3 + len(L.Descriptor._fields)))
     buf = bytearray(L.DESC_SIZE)
     L.DESCRIPTOR.pack_into(buf, 0, *desc)
     assert L.Descriptor._make(L.DESCRIPTOR.unpack_from(buf, 0)) == desc

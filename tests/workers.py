@@ -392,6 +392,79 @@ def watch_word(segment: str, first: str, second: str, stop: str) -> None:
             torn += 1
         reads += 1
     out("RESULT", json.dumps({"reads": reads, "torn": torn}))
+# ------------------------------------------------------------- persistence
+def write_batches(db: str, table: str, batches: str, size: str) -> None:
+    """Insert ``batches`` lists of ``size`` rows (ids j*size .. j*size+size-1),
+    one call each, printing each acknowledged batch: ``ACK j``."""
+    t = DictDB.attach(db).get_table(table)
+    out("READY")
+    n = int(size)
+    for j in range(int(batches)):
+        t.insert([{"id": j * n + i, "batch": j, "pad": "p" * (i % 7)} for i in range(n)])
+        out("ACK", j)
+    out("RESULT", "done")
+
+
+def follow_batches(db: str, source: str, table: str, batches: str, size: str) -> None:
+    """For each batch j: wait (bounded) until ``source`` holds its first row,
+    then insert the same ids into ``table``: so ``table`` never holds a key
+    ``source`` did not hold before."""
+    d = DictDB.attach(db)
+    src, dst = d.get_table(source), d.get_table(table)
+    out("READY")
+    n = int(size)
+    for j in range(int(batches)):
+        deadline = time.monotonic() + 60
+        while src.get(j * n) is None:
+            if time.monotonic() > deadline:
+                sys.exit(f"batch {j} never appeared in {source}")
+            time.sleep(0.001)
+        dst.insert([{"id": j * n + i, "batch": j} for i in range(n)])
+        out("ACK", j)
+    out("RESULT", "done")
+
+
+def durable_writer(db: str, directory: str, durability: str) -> None:
+    """Open the durable database and write until killed, printing what each
+    call acknowledged: ``ACK one <id>``, ``ACK bulk <first id> <n>``, ``ACK n <k>``
+    (the counter row 0 set to k).  Ids go on from the largest restored one."""
+    from dictdb_shm import DuplicateTableError
+    d = DictDB(db, path=directory, durability=durability)
+    try:
+        d.create_table("t")
+    except DuplicateTableError:
+        pass
+    t = d.get_table("t")
+    rows = t.all()
+    next_id = max([r["id"] for r in rows] + [0]) + 1
+    k = (t.get(0) or {}).get("n", 0)
+    if t.get(0) is None:
+        t.insert({"id": 0, "n": 0})
+    out("READY")
+    step = 0
+    while True:
+        step += 1
+        if step % 3 == 0:
+            n = 1 + step % 40
+            t.insert([{"id": next_id + i, "bulk": next_id, "size": n} for i in range(n)])
+            out("ACK bulk", next_id, n)
+            next_id += n
+        elif step % 3 == 1:
+            t.insert({"id": next_id, "one": True})
+            out("ACK one", next_id)
+            next_id += 1
+        else:
+            k += 1
+            t.update({"n": k}, where=t.id == 0)
+            out("ACK n", k)
+
+
+def start_backups(db: str, directory: str, interval: str, fmt: str) -> None:
+    """Start a BackupManager and exit: the coordinator goes on with it."""
+    from dictdb_shm import BackupManager
+    BackupManager(DictDB.attach(db), directory, backup_interval=float(interval),
+                  file_format=fmt).start()
+    out("RESULT", "started")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--owner", nargs=2, type=int, default=(0, 0), metavar=("PID", "TICKS"))
     serve.add_argument("--existing", action="store_true",
                        help="adopt an existing database only; never create one")
+    serve.add_argument("--path", default=None,
+                       help="the directory of a durable database: restored at start, "
+                            "journaled while it runs")
+    serve.add_argument("--durability", default="everysec",
+                       choices=("always", "everysec", "no"))
     serve.add_argument("--report-fd", type=int, default=None,
                        help="pipe to report the start-up outcome to (used by DictDB())")
     stop = sub.add_parser("stop", help="destroy a database and stop its coordinator")
@@ -39,10 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from dictdb_shm.coordinator.service import run
         return run(args.name, args.private, tuple(args.owner), report_fd=args.report_fd,
-                   existing_only=args.existing)
+                   existing_only=args.existing, path=args.path, durability=args.durability)
     from dictdb_shm.coordinator import client
     try:
         if args.command == "stop":
+            if client.catalog_exists(args.name):
+                from dictdb_shm.introspect import what_destroy_removes
+                print(what_destroy_removes(args.name), file=sys.stderr)
             client.destroy(args.name)
             return 0
         info = client.status(args.name)

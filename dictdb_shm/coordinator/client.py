@@ -84,12 +84,15 @@ def _check_not_foreign(db: str) -> None:
 
 # ------------------------------------------------------------------ start
 def ensure_running(db: str, *, create: bool, private: bool = False,
-                   owner: tuple[int, int] = (0, 0)) -> None:
+                   owner: tuple[int, int] = (0, 0),
+                   persist: tuple[str, str] | None = None) -> None:
     """Make sure ``db`` exists and has a coordinator that answers.
 
     ``create=False`` attaches only: DatabaseNotFoundError when the catalog is
     absent.  A database whose coordinator died is adopted by a new one (with
-    the private flag and owner of its catalog header).
+    the private flag, owner and directory of its catalog header).
+    ``persist`` is (directory, durability) for a durable database that a
+    new coordinator restores from that directory before anyone sees it.
     """
     names.check_db_name(db)
     _check_not_foreign(db)
@@ -102,7 +105,8 @@ def ensure_running(db: str, *, create: bool, private: bool = False,
             raise errors.DatabaseNotFoundError(f"no database named {db!r} on this machine")
         if exists:
             private, owner = _header_identity(db, private, owner)
-        if _spawn(db, private, owner, existing_only=not create, deadline=deadline) == "ok":
+        if _spawn(db, private, owner, existing_only=not create, deadline=deadline,
+                  persist=None if exists else persist) == "ok":
             return
         # "served": another coordinator won the claim; wait for it (loop).
         if time.monotonic() > deadline:
@@ -160,7 +164,7 @@ def _open_log(db: str) -> int:
 
 
 def _spawn(db: str, private: bool, owner: tuple[int, int], *, existing_only: bool,
-           deadline: float) -> str:
+           deadline: float, persist: tuple[str, str] | None = None) -> str:
     """Start ``python -m dictdb_shm.coordinator serve db`` in its own session,
     as a grandchild (nobody's zombie, outlives its creator), and wait for its
     report: "ok" (serving) or "served" (another coordinator was first).
@@ -170,6 +174,8 @@ def _spawn(db: str, private: bool, owner: tuple[int, int], *, existing_only: boo
         argv += ["--private", "--owner", str(owner[0]), str(owner[1])]
     if existing_only:
         argv.append("--existing")
+    if persist is not None:
+        argv += ["--path", persist[0], "--durability", persist[1]]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     log_fd = _open_log(db)
@@ -204,7 +210,7 @@ def _spawn(db: str, private: bool, owner: tuple[int, int], *, existing_only: boo
     if not catalog_exists(db):      # nothing left to log about
         _unlink_quietly(names.coordinator_log(db))
     if report and report[0] == "error" and len(report) == 4:
-        raise _error(report[1], report[2], report[3])
+        raise error_named(report[1], report[2], report[3])
     raise errors.CoordinatorError(f"the coordinator of {db!r} exited while starting; see "
                                   f"{names.coordinator_log(db)}")
 
@@ -230,7 +236,9 @@ def _read_report(db: str, fd: int, deadline: float) -> list | None:
     return report if isinstance(report, list) and report else None
 
 
-def _error(class_name: Any, message: Any, hint: Any) -> errors.DictDBError:
+def error_named(class_name: Any, message: Any, hint: Any) -> errors.DictDBError:
+    """The DictDBError subclass ``class_name`` (else CoordinatorError) with
+    ``message`` and ``hint``: how an error crosses the control channel."""
     cls = getattr(errors, str(class_name), None)
     if not (isinstance(cls, type) and issubclass(cls, errors.DictDBError)):
         cls = errors.CoordinatorError
@@ -297,7 +305,7 @@ def _ask(db: str, op: str, args: list, timeout: float) -> Any:
     if status == "ok":
         return value
     if isinstance(value, list) and len(value) == 3:
-        raise _error(*value)
+        raise error_named(*value)
     raise errors.CoordinatorError(f"the coordinator of {db!r} sent a malformed error")
 
 

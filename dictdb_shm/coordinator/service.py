@@ -51,6 +51,9 @@ from dictdb_shm.attachment import Attachment
 from dictdb_shm.coordinator import claim, protocol, teardown
 from dictdb_shm.engine.catalog import Catalog, remove_database_objects
 from dictdb_shm.engine.segment import unlink
+from dictdb_shm.persistence.backup_service import BackupService
+from dictdb_shm.persistence.durable import durability_code
+from dictdb_shm.persistence.keeper import Keeper
 from dictdb_shm.procinfo import is_alive, own_identity
 
 log = logging.getLogger("dictdb_shm.coordinator")
@@ -60,7 +63,7 @@ MAX_CONNECTIONS = 32
 PEER_TIMEOUT = 5.0
 EDIT_WAIT_ON_DESTROY = 5.0
 _OPEN_ATTEMPTS = 50
-_OPS = frozenset({"ping", "create_table", "drop_table", "destroy"})
+_OPS = frozenset({"ping", "create_table", "drop_table", "destroy", "checkpoint", "backup"})
 
 
 class AlreadyServed(Exception):
@@ -69,8 +72,10 @@ class AlreadyServed(Exception):
 
 class Coordinator:
     def __init__(self, db: str, private: bool, owner: tuple[int, int], *,
-                 existing_only: bool = False) -> None:
+                 existing_only: bool = False, keeper: Keeper | None = None) -> None:
         self.db = db
+        self.keeper = keeper                 # a durable database's persistence (keeper.py)
+        self.backups: BackupService | None = None
         self.private = private
         self.owner = owner
         self.existing_only = existing_only
@@ -129,6 +134,8 @@ class Coordinator:
             self._created = catalog is created
             if self._created:
                 self._remove_orphans(catalog)
+                if self.keeper is not None:      # restored before anyone can see it
+                    self.keeper.restore_into(catalog)
                 catalog.publish()
                 log.info("created database %s (private=%s)", self.db, self.private)
             else:
@@ -142,6 +149,17 @@ class Coordinator:
         self.private = self.att.catalog.private
         self.owner = tuple(self.att.catalog.owner())  # type: ignore[assignment]
         self._authkey = self.att.catalog.authkey
+        if not self._created:
+            found = Keeper.of_catalog(self.db, self.att.catalog)
+            if self.keeper is not None and (found is None or found.path != self.keeper.path):
+                raise errors.InvalidArgumentError(
+                    f"database {self.db!r} exists with directory "
+                    f"{found.path if found else None!r}, not {self.keeper.path!r}")
+            self.keeper = found
+        if self.keeper is not None:
+            self.keeper.open(self.att)
+        self.backups = BackupService(self.db, self.att)
+        self.backups.resume()
         self.att.catalog.set_coordinator(*own_identity())
 
     def _claimed(self, fd: int, created: Catalog | None) -> Catalog | None:
@@ -275,7 +293,11 @@ class Coordinator:
             raise errors.InvalidArgumentError("a table definition is a dict")
         with self._edit:
             self._check_serving()
-            entry = self.att.catalog.add_table(name, meta)
+            if self.keeper is not None and self.att.catalog.find(name) is None:
+                entry = self.keeper.create_table(
+                    name, meta, lambda: self.att.catalog.add_table(name, meta))
+            else:
+                entry = self.att.catalog.add_table(name, meta)
         return [entry.index, entry.uid]
 
     def op_drop_table(self, name: str) -> None:
@@ -288,12 +310,29 @@ class Coordinator:
             lock.acquire_write()
             try:
                 self.att.catalog.remove_table(entry)
+                if self.keeper is not None:
+                    self.keeper.drop_table(name)
             finally:
                 lock.release_write()
             self.att.forget_table(entry.uid)
 
     def op_destroy(self) -> None:
         self._teardown("a destroy request")
+
+    def op_checkpoint(self) -> dict:
+        if self.keeper is None:
+            raise errors.InvalidArgumentError(
+                f"database {self.db!r} has no path, so nothing to checkpoint",
+                hint="open it with DictDB(name, path=DIR) to make it durable")
+        self._check_serving()
+        return self.keeper.checkpoint(self._edit)
+
+    def op_backup(self, action: str, config: dict, kind: str | None = None) -> dict:
+        """BackupManager's requests (persistence/backup_service.py)."""
+        if self.backups is None:
+            raise errors.CoordinatorError(f"the coordinator of {self.db!r} is not serving yet")
+        self._check_serving()
+        return self.backups.handle(action, config, kind)
 
     def _check_serving(self) -> None:
         if self._stopping:
@@ -315,6 +354,10 @@ class Coordinator:
         if not claim.is_current(self.db, self._claim_fd):
             log.warning("the catalog of %s was removed from outside: exiting", self.db)
             self.destroy_and_exit()
+        if self.keeper is not None:
+            self.keeper.tick(self._edit)
+        if self.backups is not None:
+            self.backups.tick()
         with self._edit:
             for entry in self.att.catalog.entries():
                 lock, _ = self.att.table(entry)
@@ -338,6 +381,8 @@ class Coordinator:
         with self._exiting:
             if self._torn_down:
                 return
+            if self.keeper is not None and claim.is_current(self.db, self._claim_fd):
+                self.keeper.close(self._edit)    # a last snapshot: the directory stays
             self._stopping = True
             edit_free = self._edit.acquire(timeout=EDIT_WAIT_ON_DESTROY)
             try:
@@ -402,13 +447,15 @@ class _StartupReport:
 
 
 def run(db: str, private: bool, owner: tuple[int, int], *, report_fd: int | None = None,
-        existing_only: bool = False) -> int:
+        existing_only: bool = False, path: str | None = None,
+        durability: str = "everysec") -> int:
     logging.basicConfig(level=os.environ.get("DICTDB_SHM_LOG", "INFO"),
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     report = _StartupReport(report_fd)
     try:
         names.check_db_name(db)
-        coord = Coordinator(db, private, owner, existing_only=existing_only)
+        keeper = Keeper(db, os.path.abspath(path), durability_code(durability)) if path else None
+        coord = Coordinator(db, private, owner, existing_only=existing_only, keeper=keeper)
     except errors.DictDBError as exc:
         report.send("error", type(exc).__name__, exc.message, exc.hint)
         return 1

@@ -18,6 +18,7 @@ Lifetimes (an attached process that exits or is killed never removes data):
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import threading
@@ -32,10 +33,12 @@ from dictdb_shm.core.table import Table
 from dictdb_shm.engine.catalog import TableEntry
 from dictdb_shm.errors import (CorruptionError, DatabaseClosedError, DuplicateTableError,
                                InvalidArgumentError, TableNotFoundError)
+from dictdb_shm.persistence import durable, saveload
 from dictdb_shm.persistence.csv_io import import_csv
 from dictdb_shm.procinfo import own_identity
 
 _private_dbs: "weakref.WeakSet[DictDB]" = weakref.WeakSet()
+CHECKPOINT_TIMEOUT = 600.0
 
 
 class DictDB:
@@ -44,12 +47,19 @@ class DictDB:
     ``lock_timeout`` (seconds, default 30 or $DICTDB_SHM_LOCK_TIMEOUT) bounds
     every lock wait of this process on this database; past it the call raises
     LockTimeoutError naming the table and the holder's pid.
+
+    ``path`` makes a named database durable: restored from that directory at
+    start, every write call journaled there with ``durability`` "always",
+    "everysec" or "no" (persistence/keeper.py).  Processes that attach
+    later need not pass it.
     """
 
     _att: Attachment | None = None
     _private = False
 
-    def __init__(self, name: str | None = None, *, lock_timeout: float | None = None) -> None:
+    def __init__(self, name: str | None = None, *, lock_timeout: float | None = None,
+                 path: str | os.PathLike | None = None, durability: str = "everysec") -> None:
+        persist = durable.requested(name, path, durability)
         if name is None:
             client.sweep_orphaned_private()
             name = names.private_db_name()
@@ -59,9 +69,10 @@ class DictDB:
             _private_dbs.add(self)
         else:
             names.check_db_name(name)
-            client.ensure_running(name, create=True)
+            client.ensure_running(name, create=True, persist=persist)
         self._name = name
         self._att = Attachment.get(name, wait=5, lock_timeout=lock_timeout)
+        durable.check_matches(self._att.catalog, name, persist)
         # name -> ((slot, uid), Table): a cached Table is reused while the
         # catalog still holds that very table.
         self._tables: dict[str, tuple[tuple[int, int], Table]] = {}
@@ -198,6 +209,36 @@ class DictDB:
                           delimiter=delimiter, has_header=has_header, encoding=encoding,
                           schema=schema, infer_types=infer_types,
                           skip_validation=skip_validation)
+
+    # ---------------------------------------------------------- persistence
+    # persistence/saveload.py has the rules: one consistent capture of every
+    # table, encoded outside the locks into a file written atomically.
+    def save(self, path: str | os.PathLike, file_format: str = "json") -> None:
+        """Save every table to ``path`` (``"json"``: DictDB's layout, or ``"pickle"``)."""
+        saveload.save(self, path, file_format)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, file_format: str = "json", *,
+             name: str | None = None) -> "DictDB":
+        """A new database holding the file's tables: private, or named ``name``
+        (DatabaseExistsError when it exists).  A bad file creates nothing."""
+        return saveload.load(cls, path, file_format, name=name)
+
+    def checkpoint(self) -> dict:
+        """Write a snapshot of a durable database now (its coordinator does,
+        in the background of the writers); InvalidArgumentError without a path."""
+        self._attachment()
+        return client.request(self._name, "checkpoint", timeout=CHECKPOINT_TIMEOUT)
+
+    async def async_save(self, path: str | os.PathLike, file_format: str = "json") -> None:
+        """``save`` in a worker thread, off the event loop."""
+        await asyncio.to_thread(self.save, path, file_format)
+
+    @classmethod
+    async def async_load(cls, path: str | os.PathLike, file_format: str = "json", *,
+                         name: str | None = None) -> "DictDB":
+        """``load`` in a worker thread, off the event loop."""
+        return await asyncio.to_thread(cls.load, path, file_format, name=name)
 
 
 def _remove_private_databases() -> None:

@@ -24,6 +24,7 @@ from dictdb_shm.core.index_views import IndexViews
 from dictdb_shm.engine import DELETE, INSERT, PUT, StorageEngine, TableLocking
 from dictdb_shm.errors import (DuplicateKeyError, InvalidArgumentError, RecordNotFoundError,
                                SchemaValidationError)
+from dictdb_shm.persistence import tracking
 from dictdb_shm.persistence.csv_io import export_csv
 from dictdb_shm.query import (Aggregate, Compare, Field, aggregate_rows, as_predicate,
                               compile_predicate, normalize_paging, shape_rows)
@@ -78,6 +79,10 @@ class Table:
         self._schema = schemas.decode_schema(meta.get("schema"))
         self._fields: dict[str, Field] = {}
         self._store = store
+        # A durable database's journal (persistence/journal.py), else None:
+        # each write call below appends its changes right after the commit.
+        att = getattr(db, "_att", None)
+        self._journal = att.journal if att is not None else None
         self.lock = store.lock
         self._lock = store.lock          # DictDB's name, for code written against it
         self.get = store.get  # type: ignore[method-assign]
@@ -138,7 +143,10 @@ class Table:
                 stored[pk_name] = pk
             if not skip_validation:
                 self.validate_record(stored)
-            self._store.apply(((pk, stored, INSERT),))
+            change = ((pk, stored, INSERT),)
+            self._store.apply(change)
+            if self._journal is not None:
+                self._journal.write(self.table_name, change)
         finally:
             lock.release_write()
         if stored is not record:
@@ -190,6 +198,8 @@ class Table:
                 pks.append(pk)
                 changes.append((pk, r, INSERT))
             self._store.apply(changes)
+            if self._journal is not None:
+                self._journal.write(self.table_name, changes)
         for i in assigned:
             records[i][pk_name] = pks[i]  # type: ignore[index]
         return pks
@@ -218,6 +228,8 @@ class Table:
             current.update(record)
             self.validate_record(current)
             self._store.apply([(pk, current, PUT)])
+            if self._journal is not None:
+                self._journal.write(self.table_name, [(pk, current, PUT)])
         return pk, "updated"
 
     def update(self, changes: Mapping[str, Any], where: Any = None) -> int:
@@ -242,6 +254,8 @@ class Table:
                 self.validate_record(r)
                 batch.append((pk, r, PUT))
             self._store.apply(batch)
+            if self._journal is not None:
+                self._journal.write(self.table_name, batch)
         return len(batch)
 
     def delete(self, where: Any = None) -> int:
@@ -253,7 +267,10 @@ class Table:
             if not matches:
                 raise RecordNotFoundError(
                     f"no record of table {self.table_name!r} matches {where!r}")
-            self._store.apply([(r[pk_name], None, DELETE) for r in matches])
+            gone = [(r[pk_name], None, DELETE) for r in matches]
+            self._store.apply(gone)
+            if self._journal is not None:
+                self._journal.write(self.table_name, gone)
         return len(matches)
 
     # ---------------------------------------------------------------- reads
@@ -359,6 +376,24 @@ class Table:
         if self._schema is not None:
             schemas.validate(record, self._schema, self.table_name)
 
+    # ------------------------------------------------------ change tracking
+    # Database-wide, as DictDB's per-table tracking: every process's writes
+    # count (persistence/tracking.py has the rules).
+    def has_changes(self) -> bool:
+        """True when records were written since the last clear_dirty_tracking()."""
+        return tracking.has_changes(self)
+
+    def get_dirty_records(self) -> list[Record]:
+        """The records inserted or updated since the last clear_dirty_tracking()."""
+        return tracking.dirty_records(self)
+
+    def get_deleted_pks(self) -> list[Any]:
+        """The primary keys deleted since the last clear_dirty_tracking()."""
+        return tracking.deleted_pks(self)
+
+    def clear_dirty_tracking(self) -> None:
+        tracking.clear(self)
+
     # -------------------------------------------------------------- indexes
     @property
     def indexes(self) -> IndexViews:
@@ -375,7 +410,8 @@ class Table:
         if not isinstance(field, str) or not field:
             raise InvalidArgumentError("create_index needs a field name")
         with self.lock.write_lock():
-            self._store.create_index(field, index_type)
+            if self._store.create_index(field, index_type) and self._journal is not None:
+                self._journal.index(self.table_name, field, index_type)
 
     def indexed_fields(self) -> list[str]:
         return list(self._store.read(lambda s: s.indexes()))

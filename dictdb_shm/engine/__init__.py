@@ -67,6 +67,11 @@ class StorageEngine(Protocol):
 
     def create_index(self, field: str, kind: str) -> bool: ...
 
+    def committed_image(self) -> tuple[bytes, Any, dict[str, str]]:
+        """Under the table's lock: a copy of the committed record bytes (the
+        heap format of engine/records.py), the descriptor, and the index
+        kinds; read-only (saves copy under the locks, decode outside)."""
+
     # Inside ``read``:
     def scan(self) -> Iterator[dict]: ...
 

@@ -102,6 +102,6 @@ def append_records(desc: Descriptor, heap: Any, dw: Any, shift: int, mask: int,
     # than a whole probe.
     new = _make_descriptor((desc.heap_seg, desc.heap_cap, off, desc.dir_seg, desc.dir_cap,
                             used, live, next_pk, garbage, desc.next_seg, live_bytes,
-                            desc.index_seg, desc.n_records + len(batch)))
+                            desc.index_seg, desc.n_records + len(batch), desc.track_mark))
     return new, touched
 

@@ -188,6 +188,41 @@ class Catalog:
         at = L.SOCKET_PATH_AT + L.SOCKET_PATH_LEN.size
         return bytes(self.buf[at:at + n]).decode(errors="replace")
 
+    # Persistence (persistence/): written by the coordinator before it
+    # publishes the catalog, except the journal generation and the backups.
+    def set_persistence(self, path: str, durability: int) -> None:
+        raw = os.fsencode(path)
+        if len(raw) > L.PERSIST_PATH_MAX:
+            raise InvalidNameError(f"the directory {path!r} is too long "
+                                   f"(at most {L.PERSIST_PATH_MAX} bytes)")
+        at = L.PERSIST_PATH_AT + L.PERSIST_PATH_LEN.size
+        self.buf[at:at + len(raw)] = raw
+        L.PERSIST_PATH_LEN.pack_into(self.buf, L.PERSIST_PATH_AT, len(raw))
+        self.words[L.DURABILITY_AT // L.WORD] = durability
+
+    def persistence(self) -> tuple[str | None, int]:
+        """(directory, durability code) of a durable database, else (None, 0)."""
+        (n,) = L.PERSIST_PATH_LEN.unpack_from(self.buf, L.PERSIST_PATH_AT)
+        durability = self.words[L.DURABILITY_AT // L.WORD]
+        if not n or n > L.PERSIST_PATH_MAX or not durability:
+            return None, L.DURABILITY_NONE
+        at = L.PERSIST_PATH_AT + L.PERSIST_PATH_LEN.size
+        return os.fsdecode(bytes(self.buf[at:at + n])), durability
+
+    def set_backups(self, packed: bytes) -> None:
+        if len(packed) > L.BACKUPS_MAX:
+            raise DatabaseFullError(f"the backup schedules of {self.db!r} take {len(packed)} "
+                                    f"bytes, over {L.BACKUPS_MAX}", hint="stop some of them")
+        L.BACKUPS_LEN.pack_into(self.buf, L.BACKUPS_AT, 0)
+        at = L.BACKUPS_AT + L.BACKUPS_LEN.size
+        self.buf[at:at + len(packed)] = packed
+        L.BACKUPS_LEN.pack_into(self.buf, L.BACKUPS_AT, len(packed))
+
+    def backups(self) -> bytes:
+        (n,) = L.BACKUPS_LEN.unpack_from(self.buf, L.BACKUPS_AT)
+        at = L.BACKUPS_AT + L.BACKUPS_LEN.size
+        return bytes(self.buf[at:at + min(n, L.BACKUPS_MAX)])
+
     def is_destroyed(self) -> bool:
         return self.words[L.DESTROYED_AT // L.WORD] != 0
 

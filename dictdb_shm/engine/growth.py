@@ -36,7 +36,7 @@ from dictdb_shm import names
 from dictdb_shm.engine import index as IX
 from dictdb_shm.engine import indexing
 from dictdb_shm.engine import records as R
-from dictdb_shm.engine.layout import Descriptor
+from dictdb_shm.engine.layout import TRACK_LOST, Descriptor
 from dictdb_shm.engine.segment import Segment, unlink
 from dictdb_shm.errors import CorruptionError, DatabaseFullError
 
@@ -187,7 +187,9 @@ def rebuild(store: TableSegments, extra_bytes: int, extra_keys: int) -> None:
     store.publish(old._replace(
         heap_seg=seg, heap_cap=heap_cap, heap_end=new_end, dir_seg=seg, dir_cap=dir_cap,
         dir_used=old.live, garbage=0, next_seg=seg + 1, live_bytes=new_end,
-        index_seg=seg if index else 0, n_records=count))
+        index_seg=seg if index else 0, n_records=count,
+        # Offsets move: tracking survives only when nothing was left to report.
+        track_mark=new_end if old.track_mark == old.heap_end else TRACK_LOST))
     unlink_segments(store, old, heap=True, directory=True, index=True)
 
 

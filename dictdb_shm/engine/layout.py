@@ -38,8 +38,17 @@ Header, bytes [0, 4096)::
     120  u64 edit slot            128  u64 edit uid
     136  u64 semaphore creation    CLOCK_REALTIME ns at which a semaphore creation
                                    began, 0 when none is under way (see catalog.py)
+    144  u64 journal generation    the journal file writers append to (a durable
+                                   database's; the coordinator moves it on at each
+                                   snapshot: persistence/journal.py)
+    152  u64 durability            DURABILITY_NONE (no path), _NO, _EVERYSEC, _ALWAYS
     256  u16 control socket path length, then the path of the coordinator's
          socket (at most SOCKET_PATH_MAX bytes); 0 until a coordinator listens
+    1024 u16 persistence directory length, then the directory of a durable
+         database (at most PERSIST_PATH_MAX bytes); written before the catalog
+         is published, so attaching processes read it without a path of their own
+    2560 u32 length, then msgpack of the backup schedules the coordinator runs
+         (at most BACKUPS_MAX bytes), so a new coordinator resumes them
 
 The serving coordinator holds an OFD write lock on the one byte at
 COORDINATOR_CLAIM_AT of the catalog file (coordinator/claim.py).  It lies
@@ -87,7 +96,7 @@ from __future__ import annotations
 import struct
 from typing import Any, NamedTuple
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 MAGIC = b"DDBSHMC1"
 FLAG_PRIVATE = 1
 
@@ -107,6 +116,15 @@ SEMAPHORE_CREATION_AT = 136
 SOCKET_PATH_AT = 256
 SOCKET_PATH_LEN = struct.Struct("<H")
 SOCKET_PATH_MAX = 512
+JOURNAL_GENERATION_AT = 144
+DURABILITY_AT = 152
+DURABILITY_NONE, DURABILITY_NO, DURABILITY_EVERYSEC, DURABILITY_ALWAYS = 0, 1, 2, 3
+PERSIST_PATH_AT = 1024
+PERSIST_PATH_LEN = struct.Struct("<H")
+PERSIST_PATH_MAX = 1024
+BACKUPS_AT = 2560
+BACKUPS_LEN = struct.Struct("<I")
+BACKUPS_MAX = 1500
 
 EDIT_NONE = 0
 EDIT_ADD = 1
@@ -158,7 +176,7 @@ DESC_SIZE = 128
 SEQ_DROPPED = (1 << 64) - 1                  # odd, so lock-free readers stop
 
 # The descriptor's byte form: the fields of Descriptor below, in order.
-DESCRIPTOR = struct.Struct("<13Q")
+DESCRIPTOR = struct.Struct("<14Q")
 
 
 class Descriptor(NamedTuple):
@@ -177,13 +195,18 @@ class Descriptor(NamedTuple):
     live_bytes: int
     index_seg: int          # 0: no index
     n_records: int          # entries of the heap's offset log
+    track_mark: int         # change tracking starts at this heap offset; TRACK_LOST once
+                            # a compaction moved records it had not reported
 
 
-EMPTY_TABLE = Descriptor(0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0)
+EMPTY_TABLE = Descriptor(0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0)
+TRACK_LOST = (1 << 64) - 1
 
 
 if DESCRIPTOR.size > DESC_SIZE or LOCK_MUTEX + LOCK_MUTEX_SIZE > LOCK_REGION_SIZE or \
-        SOCKET_PATH_AT + SOCKET_PATH_LEN.size + SOCKET_PATH_MAX > SLOTS_AT:
+        SOCKET_PATH_AT + SOCKET_PATH_LEN.size + SOCKET_PATH_MAX > PERSIST_PATH_AT or \
+        PERSIST_PATH_AT + PERSIST_PATH_LEN.size + PERSIST_PATH_MAX > BACKUPS_AT or \
+        BACKUPS_AT + BACKUPS_LEN.size + BACKUPS_MAX > SLOTS_AT:
     raise ImportError("engine/layout.py: a region outgrew its reserved bytes")
 
 

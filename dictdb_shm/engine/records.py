@@ -57,14 +57,14 @@ bytes: ``1`` and ``True`` are different keys here, unlike in a Python dict.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from zlib import crc32
 
 import msgpack
 
 from dictdb_shm.engine import DELETE
-from dictdb_shm.errors import RecordTooLargeError, UnstorableValueError
+from dictdb_shm.errors import CorruptionError, RecordTooLargeError, UnstorableValueError
 
 HEADER = struct.Struct("<IIBBHIQQ")
 HEAD = struct.Struct("<IIBBH")               # total, body_len, kind, flags, pk_len
@@ -183,6 +183,25 @@ def decode_at(heap: Any, off: int) -> Any:
 def key_bytes_at(heap: Any, off: int, pk_len: int) -> Any:
     start = off + RECORD_HEADER
     return heap[start:start + pk_len]
+
+
+def records_in_force(heap: bytes, start: int, end: int) -> Iterator[tuple[int, bytes, bytes]]:
+    """``(kind, key bytes, body bytes)`` of each record of ``heap[start:end]``
+    that no newer version supersedes, in heap order: KIND_VALUE records are
+    live values, KIND_MARKER ones deletes still in force.  For a private copy
+    of committed bytes (``committed_image``); ``start`` must be a record
+    boundary.  CorruptionError on a header that cannot be right."""
+    head = HEAD.unpack_from
+    off = start
+    while off < end:
+        total, blen, kind, flags, pklen = head(heap, off)
+        if total < RECORD_HEADER or off + total > end:
+            raise CorruptionError(f"a record header at offset {off} is damaged")
+        if not flags & SUPERSEDED:
+            key = off + RECORD_HEADER
+            body = key + pklen
+            yield kind, heap[key:body], heap[body:body + blen]
+        off += total
 
 
 _packb = msgpack.Packer(use_bin_type=True).pack

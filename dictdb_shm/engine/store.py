@@ -5,7 +5,8 @@ Owns: mapping a table's segments, the seqlock that lets reads go without
 locks, point reads and scans, the write path (encode, make room, append,
 commit) and undo.  Must never: know about queries, schemas or the public
 Table API, or take the table lock itself except to fall back from a failed
-lock-free read.  The rest of a table's engine: growth.py, search.py,
+lock-free read.  The rest of a table's engine: mapping.py (this store's
+base: its mapped segments and the commit flip), growth.py, search.py,
 indexing.py, append.py, records.py (docs/architecture.md has the map).
 
 *Readers take no lock.*  The table lock makes the store region's ``seq`` odd
@@ -35,19 +36,14 @@ through the lock, when a writer died.  Invariants:
 from __future__ import annotations
 
 import platform
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from dictdb_shm import names
 from dictdb_shm.engine import growth, indexing, search
-from dictdb_shm.engine import index as IX
 from dictdb_shm.engine import layout as L
 from dictdb_shm.engine import records as R
 from dictdb_shm.engine.append import append_records
-from dictdb_shm.engine.segment import Segment, unlink
-from dictdb_shm.errors import DatabaseClosedError, DatabaseFullError, TableNotFoundError
-
-if TYPE_CHECKING:
-    from dictdb_shm.lock.rwlock import TableLock
+from dictdb_shm.engine.mapping import TableMapping
+from dictdb_shm.errors import DatabaseFullError
 
 T = TypeVar("T")
 
@@ -58,10 +54,7 @@ OPTIMISTIC_TRIES = 3 if platform.machine() in ("x86_64", "AMD64") else 0
 BULK_INDEX_REBUILD = 1024   # a write of more rows builds a fresh index segment
 
 # Hot-path aliases of the layout helpers (a global lookup each, no call).
-_U64_PUT = L.U64.pack_into
-_ENTRY_PUT = R.ENTRY.pack_into
 _RHEAD = R.HEAD.unpack_from
-_DESC = L.DESCRIPTOR.unpack_from
 _decode = R.decode_body
 _unpackb = R._unpackb
 _TOMB = R.TOMBSTONE
@@ -74,106 +67,11 @@ _HDR = R.RECORD_HEADER
 _SHIFT = R.ENTRY_SHIFT
 _TornRead = R.TornRead
 Descriptor = L.Descriptor
-EMPTY = L.EMPTY_TABLE
 
 
-class TableStore:
-    """The storage engine of one table (see the module docstring)."""
-
-    def __init__(self, db: str, table: str, catalog: Any, slot_index: int, uid: int,
-                 lock: "TableLock", max_record_bytes: int = R.MAX_RECORD_BYTES) -> None:
-        self.db = db
-        self.table = table
-        self.uid = uid
-        self._cat = catalog
-        self._base = L.slot_offset(slot_index) + L.STORE_REGION
-        self._w = L.words(catalog)
-        self._seq_w = self._base // L.WORD          # seq, active, uid: three words
-        self._active_w = self._seq_w + 1
-        self._uid_w = self._seq_w + 2
-        self._txn_w = (self._base + L.STORE_TXN_END) // L.WORD
-        self._dirty_w = (self._base + L.STORE_INDEX_DIRTY) // L.WORD
-        self.lock = lock
-        self._max_record = max_record_bytes
-        self._active = -1
-        self.desc = EMPTY
-        self._heap_id = 0
-        self.heap: Any = b""
-        self._dir_id = 0
-        self.directory: Any = b""
-        self._dw = L.words(b"")          # the directory as words: [2i] hash, [2i+1] offset
-        self._index_id = 0
-        self.indexes_by_field: dict[str, IX.Index] = {}
-        self._shift = 64
-        self._mask = 0
-        self._heap_end = 0
-
-    # ------------------------------------------------------------------ mapping
-    def _sync(self, active: int) -> None:
-        """Map the segments of descriptor ``active``; cheap when nothing changed."""
-        desc = Descriptor._make(
-            _DESC(self._cat, self._base + L.STORE_DESC + L.DESC_SIZE * (active & 1)))
-        if desc.heap_seg != self._heap_id:
-            self.heap = self._attach(names.heap_segment, desc.heap_seg)
-            self._heap_id = desc.heap_seg
-        if desc.dir_seg != self._dir_id:
-            self.directory = self._attach(names.directory_segment, desc.dir_seg)
-            self._dw = L.words(self.directory)
-            self._dir_id = desc.dir_seg
-        if desc.index_seg != self._index_id:
-            buf = self._attach(names.index_segment, desc.index_seg)
-            self.indexes_by_field = indexing.open_indexes(buf, desc.dir_cap)
-            self._index_id = desc.index_seg
-        self._set_shape(desc)
-        self._active = active
-
-    def _attach(self, name_of: Callable[[str, int, int], str], seg: int) -> Any:
-        if not seg:
-            return b""
-        try:
-            return Segment.attach(name_of(self.db, self.uid, seg)).buf
-        except FileNotFoundError:
-            raise DatabaseClosedError(
-                f"the shared memory of table {self.table!r} is gone: database {self.db!r} "
-                "was destroyed or removed from /dev/shm") from None
-
-    def _set_shape(self, desc: Descriptor) -> None:
-        cap = desc.dir_cap
-        if cap != self.desc.dir_cap or not cap:
-            if cap:
-                self._shift = 64 - (cap.bit_length() - 1)
-                self._mask = cap - 1
-            else:
-                self._shift, self._mask = 64, 0
-        self._heap_end = desc.heap_end
-        self.desc = desc
-
-    def _check_table(self) -> int:
-        """Under a lock: map the current segments; raise if the table is gone."""
-        w = self._w
-        seq, active, uid = w[self._seq_w], w[self._active_w], w[self._uid_w]
-        if uid != self.uid or seq == L.SEQ_DROPPED:
-            if w[L.DESTROYED_AT // L.WORD]:
-                raise DatabaseClosedError(f"database {self.db!r} was destroyed")
-            raise TableNotFoundError(f"table {self.table!r} was dropped")
-        if active != self._active:
-            self._sync(active)
-        return seq
-
-    def _begin_read(self) -> int:
-        """Start a lock-free read: ``seq``, with the segments it names mapped;
-        -1 when the read must take the lock instead (a writer holds the
-        table, or the slot is not this table's any more)."""
-        w = self._w
-        seq, active = w[self._seq_w], w[self._active_w]
-        if seq & 1 or w[self._uid_w] != self.uid:
-            return -1
-        if active != self._active:
-            try:
-                self._sync(active)
-            except Exception:  # a descriptor torn by a writer that just began
-                return -1
-        return seq
+class TableStore(TableMapping):
+    """The storage engine of one table (see the module docstring); the
+    mapping of its segments is TableMapping's (mapping.py)."""
 
     # -------------------------------------------------------------- point read
     def get(self, pk: Any, default: Any = None) -> Any:
@@ -349,54 +247,6 @@ class TableStore:
         growth.replace_index_segment(self, defs)
         return True
 
-    # ------------------------------------------ segments (for growth.py)
-    # Engine-internal, under the write lock: growth.py replaces segments
-    # through these (and reads desc, heap, directory, indexes_by_field).
-    def new_segment(self, name_of: Callable[[str, int, int], str], seg: int,
-                    size: int) -> Segment:
-        """A new, zeroed segment of this table.  Never for a destroyed
-        database: the flag is checked after the creation, which pairs with
-        destroy setting it before it unlinks (so one of the two removes it)."""
-        name = name_of(self.db, self.uid, seg)
-        try:
-            segment = Segment.create(name, size, replace=True)
-        except DatabaseFullError as exc:
-            raise DatabaseFullError(f"table {self.table!r}: {exc.message}",
-                                    hint=exc.hint) from None
-        if self._w[L.DESTROYED_AT // L.WORD]:
-            unlink(name)
-            raise DatabaseClosedError(f"database {self.db!r} was destroyed")
-        return segment
-
-    def adopt(self, *, heap: tuple[int, Any] | None = None,
-              directory: tuple[int, Any] | None = None,
-              index: tuple[int, Segment | None] | None = None, dir_cap: int = 0) -> None:
-        """Use new mappings now, before the flip that publishes them, so
-        ``_sync`` does not map them again."""
-        if heap is not None:
-            self._heap_id, self.heap = heap
-        if directory is not None:
-            self._dir_id, self.directory = directory
-            self._dw = L.words(self.directory)
-        if index is not None:
-            seg, segment = index
-            if segment is None:
-                self._index_id, self.indexes_by_field = 0, {}
-            else:
-                self._index_id = seg
-                self.indexes_by_field = indexing.open_indexes(segment.buf, dir_cap)
-
-    def publish(self, desc: Descriptor) -> None:
-        """Commit ``desc``: write the inactive descriptor, then flip ``active``.
-        The caller has already adopted the segments ``desc`` names."""
-        active = self._active + 1      # under the write lock, _active is current
-        L.DESCRIPTOR.pack_into(self._cat, self._base + L.STORE_DESC +
-                               L.DESC_SIZE * (active & 1), *desc)
-        self._w[self._active_w] = active           # the commit point: one 8-byte store
-        self._w[self._txn_w] = desc.heap_end
-        self._set_shape(desc)
-        self._active = active
-
     # ----------------------------------------------------------------- writing
     def next_auto_pk(self) -> int:
         """Under the write lock: the next free auto-assigned primary key."""
@@ -509,11 +359,6 @@ class TableStore:
         self._check_table()
         growth.compact(self)
 
-    def stats(self) -> dict:
-        """Under any lock or inside ``read``: sizes, for tests and housekeeping."""
-        d = self.desc
-        return {"heap_segment": d.heap_seg, "heap_capacity": d.heap_cap,
-                "heap_end": d.heap_end, "directory_capacity": d.dir_cap,
-                "directory_used": d.dir_used, "live": d.live, "next_pk": d.next_pk,
-                "garbage_bytes": d.garbage, "live_bytes": d.live_bytes,
-                "index_segment": d.index_seg, "records_logged": d.n_records}
+    def committed_image(self) -> tuple[bytes, Descriptor, dict[str, str]]:
+        """Under the table's lock: copies of the committed heap and descriptor; the index kinds."""
+        return self.read(lambda s: (bytes(s.heap[:s.desc.heap_end]), s.desc, s.indexes()))

@@ -1,9 +1,12 @@
-"""Moving table data between a database and files.
+"""Moving a database between shared memory and files.
 
 Owns: file formats and their conversion to and from records (``csv_io``:
-CSV import/export).  Must never: touch shared memory or locks directly; it
-works through the public DictDB/Table API, so every write it makes keeps the
-table's usual all-or-nothing guarantees.
+CSV; ``formats``: the JSON and pickle saves; ``unpickler``: plain data only),
+consistent images of tables (``capture``), whole-or-nothing files
+(``atomic``) and the save and load calls (``saveload``).  Must never: reach
+shared memory except through the StorageEngine interface (its lock and
+``committed_image``) or the public DictDB/Table API, so every write it makes
+keeps the table's usual all-or-nothing guarantees.
 """
 
 from dictdb_shm.persistence.csv_io import export_csv, import_csv

@@ -1,0 +1,164 @@
+"""Durable databases restored from their directory: after SIGKILL of every
+process (the coordinator too) and removal of the database's /dev/shm
+entries, as a reboot would do, at random moments, every acknowledged write
+is back and every bulk insert is whole or absent; a damaged snapshot or
+journal is a clear error that leaves nothing in /dev/shm."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from conftest import wait_until
+from dictdb_shm import CorruptionError, DictDB, names
+from dictdb_shm.coordinator import client
+from dictdb_shm.persistence import journal as J
+from dictdb_shm.persistence import restore
+from proctools import coordinator_pid
+
+
+def reboot(db: str, pids: list[int]) -> None:
+    """SIGKILL every process given and the coordinator, then remove what a
+    reboot removes: the database's shared memory and semaphores."""
+    coordinator = coordinator_pid(db)
+    for pid in pids + ([coordinator] if coordinator else []):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_until(lambda: not client.coordinator_running(db), 30, "the coordinator to die")
+    for entry in names.shm_entries(db):
+        os.unlink(os.path.join(names.SHM_DIR, entry))
+
+
+def acknowledged(w) -> tuple[set[int], list[tuple[int, int]], int]:
+    """What the killed writer acknowledged: single ids, bulk (first, n), last counter."""
+    ones, bulks, counter = set(), [], 0
+    while True:
+        try:
+            line = w.read_line(timeout=30)
+        except EOFError:
+            break
+        parts = line.split()
+        if parts[:2] == ["ACK", "one"]:
+            ones.add(int(parts[2]))
+        elif parts[:2] == ["ACK", "bulk"]:
+            bulks.append((int(parts[2]), int(parts[3])))
+        elif parts[:2] == ["ACK", "n"]:
+            counter = int(parts[2])
+    return ones, bulks, counter
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("durability", ["always", "everysec"])
+def test_every_acknowledged_write_survives_sigkill_of_everything(db_name, spawn, tmp_path,
+                                                                 durability):
+    directory = str(tmp_path / "data")
+    rnd = random.Random(durability)
+    all_ones: set[int] = set()
+    all_bulks: list[tuple[int, int]] = []
+    for _round in range(3):
+        w = spawn("durable_writer", db_name, directory, durability)
+        w.expect("READY", timeout=120)
+        time.sleep(rnd.uniform(0.1, 0.8))
+        reboot(db_name, [w.pid])
+        ones, bulks, counter = acknowledged(w)
+        all_ones |= ones
+        all_bulks += bulks
+        assert ones or bulks or counter, "the writer acknowledged nothing before the kill"
+        db = DictDB(db_name, path=directory, durability=durability)
+        rows = {r["id"]: r for r in db.get_table("t").all()}
+        missing = sorted(i for i in all_ones if i not in rows)
+        assert not missing, f"acknowledged inserts lost: {missing[:10]}"
+        for first, n in all_bulks:
+            assert all(first + i in rows for i in range(n)), f"bulk {first} lost"
+        by_bulk: dict[int, int] = {}
+        for r in rows.values():
+            if "bulk" in r:
+                by_bulk[r["bulk"]] = by_bulk.get(r["bulk"], 0) + 1
+        torn = {b: c for b, c in by_bulk.items() if c != rows[b]["size"]}
+        assert not torn, f"bulk inserts restored in part: {torn}"
+        assert rows[0]["n"] >= counter, "an acknowledged update was lost"
+        db.close()
+
+
+def test_restore_replays_snapshot_then_journal(db_name, tmp_path):
+    directory = str(tmp_path)
+    db = DictDB(db_name, path=directory, durability="no")
+    db.create_table("a")
+    db.create_table("b", primary_key="k", schema={"k": str, "v": int})
+    a, b = db.get_table("a"), db.get_table("b")
+    a.insert([{"x": i} for i in range(100)])
+    b.insert({"k": "one", "v": 1})
+    db.checkpoint()
+    a.update({"x": -1}, where=a.x < 10)
+    a.delete(where=a.x > 90)
+    b.upsert({"k": "one", "v": 2})
+    a.create_index("x", "sorted")
+    db.drop_table("b")
+    db.create_table("b")
+    db.get_table("b").insert({"fresh": True})
+    expect = {"a": a.all(), "b": db.get_table("b").all()}
+    reboot(db_name, [])
+    db = DictDB(db_name, path=directory, durability="no")
+    assert {n: db.get_table(n).all() for n in ("a", "b")} == expect
+    assert db.get_table("a").indexed_fields() == ["x"]
+    assert db.get_table("b").schema is None
+    db.close()
+
+
+def test_a_torn_last_entry_is_dropped(db_name, tmp_path):
+    directory = str(tmp_path)
+    db = DictDB(db_name, path=directory, durability="always")
+    db.create_table("t")
+    db.get_table("t").insert([{"v": i} for i in range(10)])
+    db.get_table("t").insert({"v": "last"})
+    reboot(db_name, [])
+    gen = J.generations(directory)[-1]
+    path = J.journal_path(directory, gen)
+    data = open(path, "rb").read()
+    with open(path, "r+b") as f:
+        f.truncate(len(data) - 3)            # the last entry, cut mid-write
+    db = DictDB(db_name, path=directory, durability="always")
+    assert [r["v"] for r in db.get_table("t").all()] == list(range(10))
+    db.close()
+
+
+@pytest.mark.parametrize("damage", ["snapshot", "journal"])
+def test_damage_is_a_corruption_error_and_leaves_nothing(db_name, tmp_path, damage):
+    directory = str(tmp_path)
+    db = DictDB(db_name, path=directory, durability="always")
+    db.create_table("t")
+    db.get_table("t").insert([{"v": i} for i in range(50)])
+    db.checkpoint()
+    for i in range(5):
+        db.get_table("t").insert({"v": i})
+    reboot(db_name, [])
+    if damage == "snapshot":
+        path = os.path.join(directory, restore.SNAPSHOT)
+    else:
+        path = J.journal_path(directory, J.generations(directory)[-1])
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(CorruptionError, match=os.path.basename(path)):
+        DictDB(db_name, path=directory, durability="always")
+    assert names.shm_entries(db_name) == []
+
+
+def test_attaching_processes_journal_without_knowing_the_path(db_name, tmp_path, spawn):
+    directory = str(tmp_path)
+    db = DictDB(db_name, path=directory, durability="always")
+    db.create_table("t")
+    w = spawn("insert_one", db_name, "t", '{"by": "worker"}')
+    assert w.expect("RESULT") == "1"
+    w.finish()
+    db.destroy()                                     # keeps the directory
+    assert os.path.exists(os.path.join(directory, restore.SNAPSHOT))
+    db = DictDB(db_name, path=directory, durability="always")
+    assert db.get_table("t").all() == [{"by": "worker", "id": 1}]
+    db.close()
