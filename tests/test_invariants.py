@@ -13,7 +13,9 @@ attaches by name; crashes are real SIGKILLs.
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import time
 
 import pytest
@@ -200,7 +202,7 @@ def test_sigkill_during_multi_row_updates(db, spawn):
 def test_sigkill_storm_on_an_indexed_table(db, spawn):
     """A writer of random whole-batch inserts, group updates, batch deletes and
     upserts on a table with a hash and a sorted index is SIGKILLed at random
-    100 times.  A reader checks the table the whole time, and after each kill
+    100 times (each writer a fork of an attached process).  A reader checks the table the whole time, and after each kill
     this process checks it too: count equals the scan, no torn record, every
     batch whole or absent, and each index answers what a scan answers."""
     from workers import storm_problem
@@ -209,23 +211,28 @@ def test_sigkill_storm_on_an_indexed_table(db, spawn):
     t.create_index("n", "sorted")
     reader = spawn("storm_reader", db.name, "s", 600)
     reader.expect("READY")
+    launcher = spawn("storm_launcher", db.name, "s")
+    launcher.expect("READY")
     rng = random.Random(2026)
     recoveries = []
     for kill in range(100):
-        writer = spawn("storm_writer", db.name, "s", kill)
-        writer.expect("READY")
-        time.sleep(rng.uniform(0.01, 0.25))
-        writer.kill()
+        launcher.send(f"go {kill}")
+        pid = int(launcher.expect("PID"))
+        time.sleep(rng.uniform(0.01, 0.15))
+        os.kill(pid, signal.SIGKILL)
+        launcher.send(f"reap {pid}")
+        launcher.expect("REAPED")
         started = time.monotonic()
         t.count()                       # takes the lock, and repairs, if the kill left a write
         recoveries.append(time.monotonic() - started)
         problem = storm_problem(t)
         assert problem is None, f"after kill {kill}: {problem}"
         g, lo = rng.randrange(20), rng.randrange(1000)
+        everything = t.all()
         for where in (t.grp == g, t.n.between(lo, lo + 50), (t.grp == g) & (t.n >= lo)):
             by_index = sorted(str(r["id"]) for r in t.select(where=where))
             pred = compile_predicate(where)
-            assert by_index == sorted(str(r["id"]) for r in t.all() if pred(r)), \
+            assert by_index == sorted(str(r["id"]) for r in everything if pred(r)), \
                 f"after kill {kill}: the index disagrees with a scan on {where!r}"
     reader.proc.terminate()
     assert reader.proc.wait(timeout=30) in (0, -15), reader.stderr()

@@ -293,15 +293,38 @@ def destroy_database(db: str) -> None:
     out("RESULT", "destroyed")
 
 
-def storm_writer(db: str, table: str, seed: str) -> None:
+def storm_launcher(db: str, table: str) -> None:
+    """Fork storm writers on demand (a fork costs milliseconds, a new
+    interpreter a third of a second): each ``go SEED`` line forks a child
+    that runs ``storm_writes`` until the test SIGKILLs it, and prints
+    ``PID <pid>``; ``reap <pid>`` collects it."""
+    import os
+    t = DictDB.attach(db).get_table(table)
+    out("READY")
+    for line in sys.stdin:
+        command, _, arg = line.strip().partition(" ")
+        if command == "go":
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    storm_writes(t, int(arg))
+                finally:
+                    os._exit(1)
+            out("PID", pid)
+        elif command == "reap":
+            os.waitpid(int(arg), 0)
+            out("REAPED")
+        else:
+            return
+
+
+def storm_writes(t, seed: int) -> None:
     """Random write calls until killed: whole batches inserted and deleted,
     groups of rows updated together, single upserts.  Every row carries
     ``check`` = "<grp>:<n>", written with its fields in the same call, and
     its batch's size, so a reader can tell a torn record or a half batch."""
     import random
-    t = DictDB.attach(db).get_table(table)
-    rng = random.Random(int(seed))
-    out("READY")
+    rng = random.Random(seed)
     while True:
         r = rng.random()
         if r < 0.35:
