@@ -239,10 +239,7 @@ class Table:
             raise InvalidArgumentError("update takes a dict of field -> new value")
         pk_name = self.primary_key
         with self.lock.write_lock():
-            matches = self._matching(where)
-            if not matches:
-                raise RecordNotFoundError(
-                    f"no record of table {self.table_name!r} matches {where!r}")
+            matches = self._matching_or_raise(where)
             batch = []
             for r in matches:
                 pk = r[pk_name]
@@ -263,10 +260,7 @@ class Table:
         nothing.  RecordNotFoundError when none match."""
         pk_name = self.primary_key
         with self.lock.write_lock():
-            matches = self._matching(where)
-            if not matches:
-                raise RecordNotFoundError(
-                    f"no record of table {self.table_name!r} matches {where!r}")
+            matches = self._matching_or_raise(where)
             gone = [(r[pk_name], None, DELETE) for r in matches]
             self._store.apply(gone)
             if self._journal is not None:
@@ -295,6 +289,14 @@ class Table:
         rows = self._matching(where, stop)
         return shape_rows(rows, columns=columns, order_by=order_by, limit=limit,
                           offset=offset, distinct=distinct)
+
+    def _matching_or_raise(self, where: Any) -> list[Record]:
+        """update's and delete's targets: RecordNotFoundError when none match."""
+        matches = self._matching(where)
+        if not matches:
+            raise RecordNotFoundError(
+                f"no record of table {self.table_name!r} matches {where!r}")
+        return matches
 
     def _matching(self, where: Any, stop: int | None = None) -> list[Record]:
         """Records matching ``where`` (at most ``stop`` of them), read from one
