@@ -84,9 +84,10 @@ def restore(att: Any, directory: str) -> dict:
         del tables
     gens = [g for g in J.generations(directory) if g >= first]
     entries = 0
+    known = {e.name: e for e in att.catalog.entries()}     # a catalog lookup reads every slot
     for g in gens:
         for entry in J.entries(J.journal_path(directory, g)):
-            apply_entry(att, entry)
+            apply_entry(att, entry, known)
             entries += 1
     L.words(att.catalog.buf)[L.JOURNAL_GENERATION_AT // L.WORD] = max(gens + [first]) + 1
     return {"rows": rows, "entries": entries, "journals": len(gens), "since": first,
@@ -108,13 +109,14 @@ def _restore_table(att: Any, path: str, t: snap.TableSnapshot) -> int:
     return t.count
 
 
-def apply_entry(att: Any, entry: list) -> None:
-    """Replay one journal entry (idempotent: see journal.py)."""
+def apply_entry(att: Any, entry: list, known: dict[str, Any]) -> None:
+    """Replay one journal entry (idempotent: see journal.py).  ``known``:
+    the catalog's entries by table name, kept up to date here."""
     kind, table, data = entry
-    found = att.catalog.find(table)
+    found = known.get(table)
     if kind == J.CREATE:
         if found is None:
-            att.catalog.add_table(table, data)
+            known[table] = att.catalog.add_table(table, data)
         return
     if found is None:
         return              # written before a drop that follows (or is in the snapshot)
@@ -130,6 +132,7 @@ def apply_entry(att: Any, entry: list) -> None:
                        if op == J.PUT or store.read(lambda s: s.lookup(pk)) is not None]
             store.apply(changes)
     if kind == J.DROP:
+        del known[table]
         att.forget_table(found.uid)
 
 
