@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import pickle
+from itertools import repeat
 from typing import Any, BinaryIO, Callable, Iterable
 
 from dictdb_shm import names
@@ -36,7 +37,7 @@ from dictdb_shm.core import schema as schemas
 from dictdb_shm.errors import (CorruptionError, DictDBError, FileAccessError,
                                InvalidArgumentError, UnstorableValueError)
 from dictdb_shm.persistence import unpickler
-from dictdb_shm.persistence.capture import TableImage
+from dictdb_shm.persistence.capture import TableImage, gc_paused
 
 FORMATS = ("json", "pickle")
 EXTENSIONS = {"json": "json", "pickle": "pkl"}
@@ -123,7 +124,7 @@ def read(path: str | os.PathLike, file_format: str) -> list[TableData]:
     FileAccessError when it cannot be read."""
     p = os.fspath(path)
     try:
-        with open(p, "rb") as f:
+        with open(p, "rb") as f, gc_paused():
             if file_format == "json":
                 return read_json(f.read(), p)
             return read_pickle(f, p)
@@ -222,7 +223,7 @@ def _table(path: str, name: Any, t: Any) -> TableData:
     records = t.get("records")
     if not isinstance(records, list):
         raise _bad(path, f"{where}: records must be a list, not {type(records).__name__}")
-    for i, r in enumerate(records):
-        if not isinstance(r, dict):
-            raise _bad(path, f"{where}: record {i} is {type(r).__name__}, not an object")
+    if not all(map(isinstance, records, repeat(dict))):
+        i = next(i for i, r in enumerate(records) if not isinstance(r, dict))
+        raise _bad(path, f"{where}: record {i} is {type(records[i]).__name__}, not an object")
     return TableData(name, pk, schema, dict(indexes), records)
