@@ -24,6 +24,7 @@ leaves segments no descriptor names, which the next undo removes
 
 from __future__ import annotations
 
+import struct
 from array import array
 from itertools import accumulate, chain, repeat
 from operator import itemgetter
@@ -42,6 +43,10 @@ _HEADER_PACK = R.HEADER.pack
 _PADDING = [bytes(n) for n in range(R.ALIGN)]
 _HEAD_AND_ALIGN = R.RECORD_HEADER + R.ALIGN - 1
 _ALIGN_MASK = -R.ALIGN
+_SHORT_KEY = 16
+# "<{pad}x" + the record header + "{key length}s", by pad * _SHORT_KEY + key length.
+_HEAD_KEY = [struct.Struct(f"<{pad}x{R.HEADER.format[1:]}{k}s")
+             for pad in range(R.ALIGN) for k in range(_SHORT_KEY)]
 _INT_ENTRY = R.INT_ENTRY
 _OFFSET_MASK = R.OFFSET_MASK
 
@@ -91,10 +96,20 @@ def encode_records(records: Sequence[dict], pk_field: str, table: str,
     offsets.pop()
     pads = [t - R.RECORD_HEADER - k - b for t, k, b in zip(totals, key_lens, body_lens)]
     flag_of = repeat(flags) if isinstance(flags, int) else flags
-    headers = map(_HEADER_PACK, totals, body_lens, repeat(R.KIND_VALUE), flag_of, key_lens,
-                  repeat(0), repeat(0), hashes)
-    heap = b"".join(chain.from_iterable(zip(headers, keys, bodies,
-                                            map(_PADDING.__getitem__, pads))))
+    if key_lens and max(key_lens) < _SHORT_KEY:
+        # Two parts a record for the join: the padding of the record before,
+        # the header and the key in one pack, then the body.
+        formats = map(_HEAD_KEY.__getitem__,
+                      [p * _SHORT_KEY + k for p, k in zip(chain((0,), pads), key_lens)])
+        heads = map(struct.Struct.pack, formats, totals, body_lens, repeat(R.KIND_VALUE),
+                    flag_of, key_lens, repeat(0), repeat(0), hashes, keys)
+        heap = b"".join(chain(chain.from_iterable(zip(heads, bodies)),
+                              (_PADDING[pads[-1]],)))
+    else:
+        headers = map(_HEADER_PACK, totals, body_lens, repeat(R.KIND_VALUE), flag_of,
+                      key_lens, repeat(0), repeat(0), hashes)
+        heap = b"".join(chain.from_iterable(zip(headers, keys, bodies,
+                                                map(_PADDING.__getitem__, pads))))
     if isinstance(flags, int):
         words = [o + 1 | _INT_ENTRY for o in offsets] if flags else \
             [o + 1 for o in offsets]
@@ -217,25 +232,29 @@ def _fill_directory(cap: int, entries: Sequence[int], heap: Any, table: str,
     """A directory of ``cap`` slots holding every ``(hash, offset word)`` of
     ``entries``, placed by linear probing, and (``want_slots``) the slot of
     each.  DuplicateKeyError for a key met twice.  The one per-record Python
-    loop of a build: a list (faster to index than a buffer), copied out whole."""
-    table_words = [0] * (2 * cap)
-    wrap = 2 * cap - 1                       # even positions stay even under it
-    shift = 64 - (cap.bit_length() - 1) - 1  # the home slot, times two
+    loop of a build: probes read a byte per slot (a table that stays in the
+    cache), entries are stored straight into the u64 array copied out whole."""
+    taken = bytearray(cap)
+    words = array("Q", bytes(cap * R.ENTRY_SIZE))
+    mask = cap - 1
+    shift = 64 - (cap.bit_length() - 1)
     slots: list[int] = []
     put = slots.append
     it = iter(entries)
     for h, w in zip(it, it):
-        i = (h >> shift) & -2
-        if table_words[i + 1]:
-            while table_words[i + 1]:
-                if table_words[i] == h and _same_key(table_words[i + 1], w, heap):
+        i = h >> shift
+        if taken[i]:
+            while taken[i]:
+                if words[i + i] == h and _same_key(words[i + i + 1], w, heap):
                     raise _duplicate(heap, w, table)
-                i = (i + 2) & wrap
-        table_words[i] = h
-        table_words[i + 1] = w
+                i = (i + 1) & mask
+        taken[i] = 1
+        j = i + i
+        words[j] = h
+        words[j + 1] = w
         if want_slots:
-            put(i >> 1)
-    return array("Q", table_words), slots
+            put(i)
+    return words, slots
 
 
 def _same_key(word_a: int, word_b: int, heap: Any) -> bool:

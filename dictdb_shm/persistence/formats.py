@@ -105,10 +105,15 @@ def write_pickle(f: BinaryIO, images: list[TableImage], progress: Progress = Non
         {"name": img.name, "primary_key": img.primary_key, "schema": img.schema,
          "indexes": img.indexes, "count": img.count} for img in images]}
     pickle.dump(header, f, protocol=PICKLE_PROTOCOL)
+    # Fast mode keeps no memo: records decoded from msgpack share no object
+    # and hold no cycle, so the memo would only cost time, and without it
+    # each chunk is a pickle of its own, as read_pickle reads them.
+    pickler = pickle.Pickler(f, protocol=PICKLE_PROTOCOL)
+    pickler.fast = True
     for img in images:
         written = 0
         for chunk in img.records():
-            pickle.dump(chunk, f, protocol=PICKLE_PROTOCOL)
+            pickler.dump(chunk)
             written += len(chunk)
             if progress:
                 progress(len(chunk))
