@@ -68,10 +68,11 @@ class StorageEngine(Protocol):
 
     def create_index(self, field: str, kind: str) -> bool: ...
 
-    def bulk_load(self, records: Any, key_field: str, indexes: dict[str, str]) -> None:
+    def bulk_load(self, records: Any, key_field: str, indexes: dict[str, str]) -> bool:
         """Under the write lock of an empty table: fill it with ``records``
         (each holding its key under ``key_field``) and ``indexes`` in one
-        pass, all or nothing; not journaled (loads into new databases)."""
+        pass, all or nothing; False, changing nothing, when a record lacks
+        its key.  Not journaled (loads into new databases)."""
 
     def load_image(self, built: Any) -> None:
         """Under the write lock of an empty table: fill it with segments

@@ -5,8 +5,8 @@ bodies with their headers (the RecordHeap format of records.py), the offset
 log, the pk directory and the index segment -- and publishing them with one
 descriptor flip; and the *heap image* a snapshot keeps: the live records'
 bytes as the heap holds them, compacted, with each record's directory entry
-(``u64 hash, u64 offset word``) in heap order, which is all a table needs to
-be rebuilt without decoding a record.  Must never: fill a table that holds
+(key hash, offset) in heap order, which is all a table needs to be rebuilt
+without decoding a record.  Must never: fill a table that holds
 records (it replaces the table's segments wholesale), journal anything (its
 callers are loads into new databases and restores, which have nothing to
 journal), or run without the table's write lock.
@@ -55,28 +55,34 @@ class HeapImage(NamedTuple):
     """A table's live records as heap bytes, ready to install.
 
     ``heap``: records back to back from offset 0 (records.py's format);
-    ``entries``: ``[hash, offset word, hash, offset word, ...]``, one pair per
-    record in heap order (the offset word is records.entry_word's);
-    ``next_pk``: the next automatic key; ``rows``: the records as they read
-    back, when the caller has them (an index build then decodes nothing)."""
+    ``hashes`` and ``offsets``: each record's key hash and offset, in heap
+    order; ``int_keys``: INT_ENTRY for records whose key is an int (records.py),
+    one value for all of them or one per record; ``next_pk``: the next
+    automatic key; ``rows``: the records as they read back, when the caller
+    has them (an index build then decodes nothing)."""
 
     heap: Any
-    entries: Sequence[int]
+    hashes: Sequence[int]
+    offsets: Sequence[int]
+    int_keys: int | Sequence[int]
     next_pk: int
     rows: Sequence[dict] | None = None
 
     @property
     def count(self) -> int:
-        return len(self.entries) // 2
+        return len(self.offsets)
 
 
 # ----------------------------------------------------------------- encoding
 def encode_records(records: Sequence[dict], pk_field: str, table: str,
-                   limit: int = R.MAX_RECORD_BYTES) -> HeapImage:
-    """The heap image of ``records`` (dicts that each hold ``pk_field``).
-    UnstorableValueError, RecordTooLargeError as a write would raise them;
-    KeyError when a record lacks ``pk_field`` (the caller assigns keys)."""
-    pks = list(map(itemgetter(pk_field), records))
+                   limit: int = R.MAX_RECORD_BYTES) -> HeapImage | None:
+    """The heap image of ``records`` (dicts that each hold ``pk_field``);
+    None when one lacks it (the caller assigns keys).  UnstorableValueError
+    and RecordTooLargeError as a write would raise them."""
+    try:
+        pks = list(map(itemgetter(pk_field), records))
+    except KeyError:
+        return None
     rows: Sequence[dict] = records
     try:
         bodies = list(map(R._pack_strict, records))
@@ -110,15 +116,9 @@ def encode_records(records: Sequence[dict], pk_field: str, table: str,
                       key_lens, repeat(0), repeat(0), hashes)
         heap = b"".join(chain.from_iterable(zip(headers, keys, bodies,
                                                 map(_PADDING.__getitem__, pads))))
-    if isinstance(flags, int):
-        words = [o + 1 | _INT_ENTRY for o in offsets] if flags else \
-            [o + 1 for o in offsets]
-    else:
-        words = [o + 1 | (_INT_ENTRY if f else 0) for o, f in zip(offsets, flags)]
-    entries = [0] * (2 * len(words))
-    entries[0::2] = hashes
-    entries[1::2] = words
-    return HeapImage(heap, entries, next_pk, rows)
+    int_keys = (_INT_ENTRY if flags else 0) if isinstance(flags, int) else \
+        [_INT_ENTRY if f else 0 for f in flags]
+    return HeapImage(heap, hashes, offsets, int_keys, next_pk, rows)
 
 
 def _encode_keys(pks: list) -> tuple[list[bytes], list[int], Any, int]:
@@ -152,8 +152,9 @@ def compact_image(heap: Any, next_pk: int) -> HeapImage:
     prev_hash = R.PREV_HASH.unpack_from
     end = len(heap)
     runs: list[Any] = []
-    entries: list[int] = []
-    add = entries.extend
+    hashes: list[int] = []
+    offsets: list[int] = []
+    int_keys: list[int] = []
     view = memoryview(heap)
     off = out = 0
     run_start = -1
@@ -164,8 +165,9 @@ def compact_image(heap: Any, next_pk: int) -> HeapImage:
         if kind == R.KIND_VALUE and not flags & R.SUPERSEDED:
             if run_start < 0:
                 run_start = off
-            add((prev_hash(heap, off + R.PREV_HASH_AT)[1],
-                 out + 1 | (_INT_ENTRY if flags & R.INT_KEY else 0)))
+            hashes.append(prev_hash(heap, off + R.PREV_HASH_AT)[1])
+            offsets.append(out)
+            int_keys.append(_INT_ENTRY if flags & R.INT_KEY else 0)
             out += total
         elif run_start >= 0:
             runs.append(view[run_start:off])
@@ -173,7 +175,7 @@ def compact_image(heap: Any, next_pk: int) -> HeapImage:
         off += total
     if run_start >= 0:
         runs.append(view[run_start:end])
-    return HeapImage(b"".join(runs), entries, next_pk)
+    return HeapImage(b"".join(runs), hashes, offsets, int_keys, next_pk)
 
 
 # ------------------------------------------------------------------ building
@@ -212,10 +214,8 @@ def build(image: HeapImage, indexes: dict[str, str], table: str) -> BuiltTable:
     defs = check_definitions(indexes, table)
     n = image.count
     dir_cap = growth.directory_capacity(n)
-    entries = image.entries
-    words = entries[1::2]
-    log = array("Q", [(w & _OFFSET_MASK) - 1 for w in words])
-    directory, slots = _fill_directory(dir_cap, entries, image.heap, table, bool(defs))
+    log = array("Q", image.offsets)
+    directory, slots = _fill_directory(dir_cap, image, table, bool(defs))
     index: Any = b""
     if defs:
         index = bytearray(IX.segment_size([k for _, k in defs], dir_cap))
@@ -227,10 +227,10 @@ def build(image: HeapImage, indexes: dict[str, str], table: str) -> BuiltTable:
     return BuiltTable(image.heap, log, dir_cap, directory, index, n, image.next_pk)
 
 
-def _fill_directory(cap: int, entries: Sequence[int], heap: Any, table: str,
+def _fill_directory(cap: int, image: HeapImage, table: str,
                     want_slots: bool) -> tuple[array, list[int]]:
-    """A directory of ``cap`` slots holding every ``(hash, offset word)`` of
-    ``entries``, placed by linear probing, and (``want_slots``) the slot of
+    """A directory of ``cap`` slots holding an entry for every record of
+    ``image``, placed by linear probing, and (``want_slots``) the slot of
     each.  DuplicateKeyError for a key met twice.  The one per-record Python
     loop of a build: probes read a byte per slot (a table that stays in the
     cache), entries are stored straight into the u64 array copied out whole."""
@@ -240,8 +240,11 @@ def _fill_directory(cap: int, entries: Sequence[int], heap: Any, table: str,
     shift = 64 - (cap.bit_length() - 1)
     slots: list[int] = []
     put = slots.append
-    it = iter(entries)
-    for h, w in zip(it, it):
+    heap = image.heap
+    int_keys = image.int_keys
+    flag_of = repeat(int_keys) if isinstance(int_keys, int) else int_keys
+    for h, off, flag in zip(image.hashes, image.offsets, flag_of):
+        w = off + 1 | flag
         i = h >> shift
         if taken[i]:
             while taken[i]:

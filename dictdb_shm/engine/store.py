@@ -360,12 +360,16 @@ class TableStore(TableMapping):
         growth.compact(self)
 
     # ------------------------------------------------------------- bulk builds
-    def bulk_load(self, records: Any, key_field: str, indexes: dict[str, str]) -> None:
+    def bulk_load(self, records: Any, key_field: str, indexes: dict[str, str]) -> bool:
         """Under the write lock of an empty table: fill it with ``records``
         (dicts that each hold ``key_field``) and ``indexes``, all or nothing,
-        in one pass (engine/bulk.py).  Not journaled."""
+        in one pass (engine/bulk.py); False, changing nothing, when a record
+        lacks ``key_field``.  Not journaled."""
         image = bulk.encode_records(records, key_field, self.table, self._max_record)
+        if image is None:
+            return False
         self._bulk_install(bulk.build(image, indexes, self.table))
+        return True
 
     def load_image(self, built: bulk.BuiltTable) -> None:
         """Under the write lock of an empty table: fill it with segments

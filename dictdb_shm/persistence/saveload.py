@@ -104,13 +104,7 @@ def fill(db: Any, tables: Iterable[formats.TableData], source: str,
         try:
             db.create_table(td.name, primary_key=td.primary_key, schema=td.schema)
             table = db.get_table(td.name)
-            if att.journal is None and _all_keyed(td.records, td.primary_key):
-                for record in td.records if td.schema is not None else ():
-                    table.validate_record(record)
-                lock, store = att.table(att.catalog.find(td.name))
-                with lock.write_lock(), gc_paused():
-                    store.bulk_load(td.records, td.primary_key, td.indexes)
-            else:
+            if not (att.journal is None and _bulk_load(att, table, td)):
                 if td.records:
                     table.insert(td.records)
                 for field, kind in td.indexes.items():
@@ -121,6 +115,14 @@ def fill(db: Any, tables: Iterable[formats.TableData], source: str,
             progress(len(td.records))
 
 
-def _all_keyed(records: list[dict], key: str) -> bool:
-    """Does every record hold ``key``?  (C-level, for a million records.)"""
-    return sum(map(operator.contains, records, repeat(key))) == len(records)
+def _bulk_load(att: Any, table: Any, td: formats.TableData) -> bool:
+    """Fill the new ``table`` with ``td`` in one pass; False, having changed
+    nothing, when a record lacks its primary key (insert assigns it)."""
+    if td.schema is not None:
+        if not all(map(operator.contains, td.records, repeat(td.primary_key))):
+            return False                  # the schema check comes after key assignment
+        for record in td.records:
+            table.validate_record(record)
+    lock, store = att.table(att.catalog.find(td.name))
+    with lock.write_lock(), gc_paused():
+        return store.bulk_load(td.records, td.primary_key, td.indexes)
