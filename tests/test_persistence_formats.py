@@ -151,3 +151,27 @@ def test_missing_file_is_file_not_found(tmp_path, live):
 def test_a_directory_is_a_file_access_error(tmp_path, live):
     with pytest.raises(DictDBError, match=str(tmp_path)):
         DictDB.load(tmp_path, "json")
+
+
+def test_pickle_files_written_with_a_memo_still_load(tmp_path):
+    """Saves now pickle chunks in fast mode (no memo); files of earlier
+    releases, each chunk a memoised pickle, load the same."""
+    rows = [{"id": i, "tag": "same", "v": [i]} for i in range(1, 2501)]
+    path = str(tmp_path / "old.pkl")
+    with open(path, "wb") as f:
+        pickle.dump({"format": formats.PICKLE_FORMAT, "version": 1, "tables": [
+            {"name": "t", "primary_key": "id", "schema": None, "indexes": {"tag": "hash"},
+             "count": len(rows)}]}, f, protocol=4)
+        for start in range(0, len(rows), 1000):
+            pickle.dump(rows[start:start + 1000], f, protocol=4)
+    db = DictDB.load(path, "pickle")
+    try:
+        t = db.get_table("t")
+        assert t.all() == rows and t.indexed_fields() == ["tag"]
+        assert len(t.select(where=t.tag == "same")) == len(rows)
+        db.save(str(tmp_path / "new.pkl"), "pickle")
+        again = DictDB.load(str(tmp_path / "new.pkl"), "pickle")
+        assert again.get_table("t").all() == rows
+        again.destroy()
+    finally:
+        db.destroy()

@@ -3,8 +3,9 @@
 Owns: everything that knows a byte layout: segments (segment.py), the
 catalog (catalog.py, layout.py) and the semaphore files (semaphores.py),
 records and keys (records.py), one table's store (store.py) with its write
-steps (append.py), its growth (growth.py), its searched scans (search.py)
-and its indexes (indexing.py, index.py); and, here, the interface a Table
+steps (append.py), its growth (growth.py), its whole-table builds
+(bulk.py), its searched scans (search.py) and its indexes (indexing.py,
+index.py); and, here, the interface a Table
 uses.  Must never: know the public API's rules (auto keys, schemas, upsert)
 or evaluate queries.
 
@@ -66,6 +67,17 @@ class StorageEngine(Protocol):
     def next_auto_pk(self) -> int: ...
 
     def create_index(self, field: str, kind: str) -> bool: ...
+
+    def bulk_load(self, records: Any, key_field: str, indexes: dict[str, str]) -> bool:
+        """Under the write lock of an empty table: fill it with ``records``
+        (each holding its key under ``key_field``) and ``indexes`` in one
+        pass, all or nothing; False, changing nothing, when a record lacks
+        its key.  Not journaled (loads into new databases)."""
+
+    def load_image(self, built: Any) -> None:
+        """Under the write lock of an empty table: fill it with segments
+        built in private memory (engine/bulk.py's BuiltTable, as a snapshot
+        keeps them); not journaled (restores)."""
 
     def committed_image(self) -> tuple[bytes, Any, dict[str, str]]:
         """Under the table's lock: a copy of the committed record bytes (the

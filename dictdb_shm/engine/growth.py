@@ -152,6 +152,22 @@ def _dir_caps(keys: int) -> list[int]:
     return [roomy] if tight >= roomy else [roomy, tight]
 
 
+def directory_capacity(keys: int) -> int:
+    """The directory capacity of a table built whole with ``keys`` keys
+    (engine/bulk.py): roomy, as a growth would make it."""
+    return _dir_caps(keys)[0]
+
+
+def heap_capacity(store: TableSegments, heap_bytes: int, other_bytes: int) -> int:
+    """The heap capacity of a table built whole with ``heap_bytes`` of
+    records, whose other segments take ``other_bytes`` (engine/bulk.py):
+    tight, since a later write grows it by doubling.  DatabaseFullError
+    when /dev/shm lacks the room."""
+    cap = max(MIN_HEAP, _round_up(heap_bytes + max(HEAP_SLACK, heap_bytes // 8), 1 << 16))
+    return _choose(store.table, [(cap,)],
+                   lambda h: R.heap_segment_size(h) + other_bytes)[0]
+
+
 # ----------------------------------------------------------------- rebuild
 def rebuild(store: TableSegments, extra_bytes: int, extra_keys: int) -> None:
     """Copy the live records into new segments with room for a write of

@@ -60,13 +60,16 @@ def live_by_slot(dir_buf: Any, dir_cap: int, heap: Any) -> Iterator[tuple[int, d
 
 
 def build_segment(segment: Segment, defs: Definitions, dir_buf: Any, dir_cap: int,
-                  heap: Any) -> Segment:
+                  heap: Any, rows: Iterable[tuple[int, dict]] | None = None) -> Segment:
     """Fill the new, zeroed index ``segment`` with indexes on ``defs``, built
-    from a directory and its heap; on failure it is unlinked."""
+    from a directory and its heap (or from ``rows``, the (directory slot,
+    record) of every live record, when the caller has them); on failure it
+    is unlinked."""
     try:
         IX.write_definitions(segment.buf, defs)
         built = open_indexes(segment.buf, dir_cap)
-        IX.build(list(built.values()), list(built), live_by_slot(dir_buf, dir_cap, heap))
+        IX.build(list(built.values()), list(built),
+                 live_by_slot(dir_buf, dir_cap, heap) if rows is None else rows)
     except BaseException:
         unlink(segment.name)
         raise

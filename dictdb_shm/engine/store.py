@@ -38,7 +38,7 @@ from __future__ import annotations
 import platform
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from dictdb_shm.engine import growth, indexing, search
+from dictdb_shm.engine import bulk, growth, indexing, search
 from dictdb_shm.engine import layout as L
 from dictdb_shm.engine import records as R
 from dictdb_shm.engine.append import append_records
@@ -358,6 +358,29 @@ class TableStore(TableMapping):
         """Under the write lock: rewrite the table without superseded versions."""
         self._check_table()
         growth.compact(self)
+
+    # ------------------------------------------------------------- bulk builds
+    def bulk_load(self, records: Any, key_field: str, indexes: dict[str, str]) -> bool:
+        """Under the write lock of an empty table: fill it with ``records``
+        (dicts that each hold ``key_field``) and ``indexes``, all or nothing,
+        in one pass (engine/bulk.py); False, changing nothing, when a record
+        lacks ``key_field``.  Not journaled."""
+        image = bulk.encode_records(records, key_field, self.table, self._max_record)
+        if image is None:
+            return False
+        self._bulk_install(bulk.build(image, indexes, self.table))
+        return True
+
+    def load_image(self, built: bulk.BuiltTable) -> None:
+        """Under the write lock of an empty table: fill it with segments
+        built elsewhere (bulk.build's, as a snapshot keeps them).  Not journaled."""
+        self._bulk_install(built)
+
+    def _bulk_install(self, built: bulk.BuiltTable) -> None:
+        if not self.lock.write_held_by_me():
+            raise RuntimeError("a bulk build needs the table's write lock")
+        self._check_table()
+        bulk.install(self, built)
 
     def committed_image(self) -> tuple[bytes, Descriptor, dict[str, str]]:
         """Under the table's lock: copies of the committed heap and descriptor; the index kinds."""

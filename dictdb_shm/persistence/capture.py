@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import random
+import struct
 import time
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
@@ -32,7 +33,7 @@ import msgpack
 
 from dictdb_shm.engine import StorageEngine
 from dictdb_shm.engine import records as R
-from dictdb_shm.errors import LockTimeoutError
+from dictdb_shm.errors import CorruptionError, LockTimeoutError
 
 CHUNK = 10_000               # records decoded at a time
 TRY_LOCK = 0.02              # seconds to wait for one lock while holding others
@@ -72,22 +73,47 @@ class TableImage:
                 yield body
 
     def records(self, chunk: int = CHUNK, start: int = 0) -> Iterator[list[dict]]:
-        """The live records (from byte ``start`` on), decoded ``chunk`` at a time."""
-        out: list[dict] = []
+        """The live records (from byte ``start`` on), decoded ``chunk`` at a
+        time: the chunk's bodies are joined behind one msgpack array header
+        and decoded by one C call."""
+        heap = self.heap
+        head = R.HEAD.unpack_from
+        end = len(heap)
+        off = start
+        parts = [b""]
+        add = parts.append
+        value, superseded, header = R.KIND_VALUE, R.SUPERSEDED, R.RECORD_HEADER
         with gc_paused():
-            for body in self.bodies(start):
-                out.append(_unpackb(body, strict_map_key=False))
-                if len(out) >= chunk:
-                    yield out
-                    out = []
-        if out:
-            yield out
+            while off < end:
+                total, blen, kind, flags, pklen = head(heap, off)
+                if total < header or off + total > end:
+                    raise CorruptionError(f"a record header at offset {off} is damaged")
+                if kind == value and not flags & superseded:
+                    body = off + header + pklen
+                    add(heap[body:body + blen])
+                    if len(parts) > chunk:
+                        yield _decode_bodies(parts)
+                        parts = [b""]
+                        add = parts.append
+                off += total
+            if len(parts) > 1:
+                yield _decode_bodies(parts)
 
     def deleted_keys(self, start: int = 0) -> list[Any]:
         """The primary keys of deletes still in force written at or after ``start``."""
         return [_unpackb(key, strict_map_key=False)
                 for kind, key, _body in R.records_in_force(self.heap, start, len(self.heap))
                 if kind == R.KIND_MARKER]
+
+
+_ARRAY_HEADER = struct.Struct(">BI")             # msgpack array 32: 0xdd, count
+
+
+def _decode_bodies(parts: list) -> list[dict]:
+    """``parts[1:]``, msgpack bodies, decoded as one list (``parts[0]`` is
+    replaced by the array header)."""
+    parts[0] = _ARRAY_HEADER.pack(0xDD, len(parts) - 1)
+    return _unpackb(b"".join(parts), strict_map_key=False)
 
 
 @contextmanager

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import pickle
+from itertools import repeat
 from typing import Any, BinaryIO, Callable, Iterable
 
 from dictdb_shm import names
@@ -36,7 +37,7 @@ from dictdb_shm.core import schema as schemas
 from dictdb_shm.errors import (CorruptionError, DictDBError, FileAccessError,
                                InvalidArgumentError, UnstorableValueError)
 from dictdb_shm.persistence import unpickler
-from dictdb_shm.persistence.capture import TableImage
+from dictdb_shm.persistence.capture import TableImage, gc_paused
 
 FORMATS = ("json", "pickle")
 EXTENSIONS = {"json": "json", "pickle": "pkl"}
@@ -104,10 +105,15 @@ def write_pickle(f: BinaryIO, images: list[TableImage], progress: Progress = Non
         {"name": img.name, "primary_key": img.primary_key, "schema": img.schema,
          "indexes": img.indexes, "count": img.count} for img in images]}
     pickle.dump(header, f, protocol=PICKLE_PROTOCOL)
+    # Fast mode keeps no memo: records decoded from msgpack share no object
+    # and hold no cycle, so the memo would only cost time, and without it
+    # each chunk is a pickle of its own, as read_pickle reads them.
+    pickler = pickle.Pickler(f, protocol=PICKLE_PROTOCOL)
+    pickler.fast = True
     for img in images:
         written = 0
         for chunk in img.records():
-            pickle.dump(chunk, f, protocol=PICKLE_PROTOCOL)
+            pickler.dump(chunk)
             written += len(chunk)
             if progress:
                 progress(len(chunk))
@@ -123,7 +129,7 @@ def read(path: str | os.PathLike, file_format: str) -> list[TableData]:
     FileAccessError when it cannot be read."""
     p = os.fspath(path)
     try:
-        with open(p, "rb") as f:
+        with open(p, "rb") as f, gc_paused():
             if file_format == "json":
                 return read_json(f.read(), p)
             return read_pickle(f, p)
@@ -222,7 +228,7 @@ def _table(path: str, name: Any, t: Any) -> TableData:
     records = t.get("records")
     if not isinstance(records, list):
         raise _bad(path, f"{where}: records must be a list, not {type(records).__name__}")
-    for i, r in enumerate(records):
-        if not isinstance(r, dict):
-            raise _bad(path, f"{where}: record {i} is {type(r).__name__}, not an object")
+    if not all(map(isinstance, records, repeat(dict))):
+        i = next(i for i, r in enumerate(records) if not isinstance(r, dict))
+        raise _bad(path, f"{where}: record {i} is {type(records[i]).__name__}, not an object")
     return TableData(name, pk, schema, dict(indexes), records)

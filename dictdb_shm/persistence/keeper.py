@@ -23,6 +23,7 @@ from dictdb_shm.engine import layout as L
 from dictdb_shm.errors import DictDBError
 from dictdb_shm.persistence import journal as J
 from dictdb_shm.persistence import restore
+from dictdb_shm.persistence import snapshot as snap
 from dictdb_shm.persistence.saveload import images_of
 
 log = logging.getLogger("dictdb_shm.persistence")
@@ -74,7 +75,7 @@ class Keeper:
         self.att = att
         self.journal = J.Journal(self.path, self.durability, att.catalog.buf)
         if not self._since:
-            self._since = restore.snapshot_generation(self.path)
+            self._since = snap.snapshot_generation(self.path)
 
     # --------------------------------------------------------- catalog ops
     def create_table(self, name: str, meta: dict, add: Callable[[], Any]) -> Any:

@@ -1,18 +1,11 @@
-"""A durable database's directory: the snapshot, restoring, and checkpoints.
+"""A durable database's directory: restoring, and checkpoints.
 
-Owns: the snapshot file's format, restoring a database from its directory
-(the snapshot, then every journal from the snapshot's generation on), a
-checkpoint (move the journal on, snapshot, drop the journals the snapshot
-covers) and the claim that keeps two databases out of one directory.  Must
-never: run anywhere but in the coordinator (it edits the catalog), or
-replace a snapshot except atomically.
-
-Snapshot ``<dir>/snapshot.ddb``::
-
-    MAGIC  msgpack header {"version", "generation", "tables": [{"name", "meta",
-           "indexes", "count"}, ...]}  each table's ``count`` records as msgpack
-           (the heap's own bytes, copied, never decoded)  TRAILER (u64 length and
-           u32 crc32 of everything between MAGIC and TRAILER, b"DDBEND")
+Owns: restoring a database from its directory (the snapshot, then every
+journal from the snapshot's generation on), a checkpoint (move the journal
+on, snapshot, drop the journals the snapshot covers) and the claim that
+keeps two databases out of one directory.  Must never: run anywhere but in
+the coordinator (it edits the catalog), or replace a snapshot except
+atomically (snapshot.py owns the file's format).
 
 A checkpoint (1) moves the journal generation on, so every write from then
 on goes to a new file; (2) captures every table at one instant; (3) writes
@@ -22,39 +15,32 @@ takes every table's lock after (1), so the old journals hold nothing the
 snapshot lacks.  A crash between the steps leaves the old snapshot and all
 the journals it needs.  Journal entries are idempotent, so replaying some
 that the snapshot already holds is harmless.
+
+A snapshot's tables are installed whole (engine/bulk.py through
+``StorageEngine.load_image``): the heap's bytes are copied in as the file
+holds them, with their offset log, directory and indexes, so a restore is
+close to a read of the file.
 """
 
 from __future__ import annotations
 
 import fcntl
-import io
 import logging
 import os
-import struct
 import time
-import zlib
-from typing import Any, Iterable
-
-import msgpack
+from typing import Any
 
 from dictdb_shm.engine import DELETE, PUT
 from dictdb_shm.engine import layout as L
 from dictdb_shm.errors import CorruptionError, DictDBError, FileAccessError
 from dictdb_shm.persistence import journal as J
-from dictdb_shm.persistence.atomic import atomic_file, fsync_dir, read_whole
-from dictdb_shm.persistence.capture import TableImage
+from dictdb_shm.persistence import snapshot as snap
+from dictdb_shm.persistence.atomic import fsync_dir
 
 log = logging.getLogger("dictdb_shm.persistence")
 
-SNAPSHOT = "snapshot.ddb"
+SNAPSHOT = snap.SNAPSHOT
 CLAIM = "dictdb.lock"
-MAGIC = b"DDBSNAP1"
-TRAILER = struct.Struct("<QI6s")
-TRAILER_MAGIC = b"DDBEND"
-VERSION = 1
-RESTORE_CHUNK = 50_000        # records per write call while restoring
-HINT = ("the snapshot is damaged; restore the directory from a backup, or move "
-        "snapshot.ddb aside to restore from the journals alone")
 
 
 # ------------------------------------------------------------------ claim
@@ -82,128 +68,55 @@ def claim_directory(directory: str, db: str) -> int:
     return fd
 
 
-# --------------------------------------------------------------- snapshot
-def write_snapshot(directory: str, generation: int, images: Iterable[TableImage]) -> None:
-    images = list(images)
-    header = {"version": VERSION, "generation": generation, "tables": [
-        {"name": i.name, "meta": i.meta, "indexes": i.indexes, "count": i.count}
-        for i in images]}
-    path = os.path.join(directory, SNAPSHOT)
-    try:
-        with atomic_file(path) as f:
-            f.write(MAGIC)
-            crc, length = 0, 0
-            for part in _snapshot_parts(header, images):
-                f.write(part)
-                crc = zlib.crc32(part, crc)
-                length += len(part)
-            f.write(TRAILER.pack(length, crc, TRAILER_MAGIC))
-    except OSError as exc:
-        raise FileAccessError(f"cannot write the snapshot {path}: {exc.strerror or exc}") \
-            from None
-
-
-def _snapshot_parts(header: dict, images: list[TableImage]) -> Iterable[bytes]:
-    yield msgpack.packb(header, use_bin_type=True)
-    for img in images:
-        batch: list[bytes] = []
-        for body in img.bodies():
-            batch.append(body)
-            if len(batch) >= RESTORE_CHUNK:
-                yield b"".join(batch)
-                batch = []
-        if batch:
-            yield b"".join(batch)
-
-
-def read_snapshot(path: str) -> tuple[dict, Any]:
-    """(header, msgpack.Unpacker positioned at the first record) of a checked snapshot."""
-    data = read_whole(path, "the snapshot")
-    if len(data) < len(MAGIC) + TRAILER.size or not data.startswith(MAGIC):
-        raise CorruptionError(f"{path}: not a dictdb_shm snapshot (or cut short)", hint=HINT)
-    length, crc, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
-    body = memoryview(data)[len(MAGIC):len(data) - TRAILER.size]
-    if end != TRAILER_MAGIC or length != len(body):
-        raise CorruptionError(f"{path}: the snapshot is cut short", hint=HINT)
-    if zlib.crc32(body) != crc:
-        raise CorruptionError(f"{path}: the snapshot's checksum does not match", hint=HINT)
-    unpacker = msgpack.Unpacker(io.BytesIO(body), raw=False, strict_map_key=False,
-                                max_buffer_size=max(len(body), 1 << 20))
-    header = unpacker.unpack()
-    if not (isinstance(header, dict) and header.get("version") == VERSION
-            and isinstance(header.get("tables"), list)):
-        raise CorruptionError(f"{path}: snapshot version {header.get('version')!r} is not "
-                              f"{VERSION}", hint=HINT)
-    return header, unpacker
-
-
 # ---------------------------------------------------------------- restore
 def restore(att: Any, directory: str) -> dict:
     """Fill the (new, unpublished) database of attachment ``att`` from
     ``directory`` and set the journal generation writers will use.  Returns
     what was restored, for the log."""
     started = time.monotonic()
-    path = os.path.join(directory, SNAPSHOT)
+    path = os.path.join(directory, snap.SNAPSHOT)
     first = 0
     rows = 0
     if os.path.exists(path):
-        header, unpacker = read_snapshot(path)
-        first = int(header.get("generation", 0))
-        for t in header["tables"]:
-            rows += _restore_table(att, path, t, unpacker)
+        first, tables = snap.read_snapshot(path)
+        for t in tables:
+            rows += _restore_table(att, path, t)
+        del tables
     gens = [g for g in J.generations(directory) if g >= first]
     entries = 0
+    known = {e.name: e for e in att.catalog.entries()}     # a catalog lookup reads every slot
     for g in gens:
         for entry in J.entries(J.journal_path(directory, g)):
-            apply_entry(att, entry)
+            apply_entry(att, entry, known)
             entries += 1
     L.words(att.catalog.buf)[L.JOURNAL_GENERATION_AT // L.WORD] = max(gens + [first]) + 1
     return {"rows": rows, "entries": entries, "journals": len(gens), "since": first,
             "seconds": round(time.monotonic() - started, 3)}
 
 
-def snapshot_generation(directory: str) -> int:
-    """The generation the snapshot in ``directory`` replays from (0: none),
-    read from its header alone."""
+def _restore_table(att: Any, path: str, t: snap.TableSnapshot) -> int:
     try:
-        with open(os.path.join(directory, SNAPSHOT), "rb") as f:
-            head = f.read(1 << 20)
-    except FileNotFoundError:
-        return 0
-    try:
-        header = next(iter(msgpack.Unpacker(io.BytesIO(head[len(MAGIC):]), raw=False)))
-        return int(header["generation"])
-    except Exception:
-        return 0
-
-
-def _restore_table(att: Any, path: str, t: dict, unpacker: Any) -> int:
-    try:
-        name, meta, count = t["name"], t["meta"], int(t["count"])
-        entry = att.catalog.add_table(name, meta)
+        entry = att.catalog.add_table(t.name, t.meta)
         lock, store = att.table(entry)
-        pk = meta["pk"]
         with lock.write_lock():
-            left = count
-            while left:
-                n = min(left, RESTORE_CHUNK)
-                store.apply([(r[pk], r, PUT) for r in (unpacker.unpack() for _ in range(n))])
-                left -= n
-            for field, kind in (t.get("indexes") or {}).items():
-                store.create_index(field, kind)
-    except (KeyError, TypeError, ValueError, msgpack.OutOfData, DictDBError) as exc:
-        raise CorruptionError(f"{path}: table {t.get('name')!r} does not restore: "
-                              f"{type(exc).__name__}: {exc}", hint=HINT) from None
-    return count
+            if t.built is not None:
+                store.load_image(t.built)
+            else:
+                store.bulk_load(t.records, t.meta["pk"], t.indexes)
+    except (KeyError, TypeError, ValueError, DictDBError) as exc:
+        raise CorruptionError(f"{path}: table {t.name!r} does not restore: "
+                              f"{type(exc).__name__}: {exc}", hint=snap.HINT) from None
+    return t.count
 
 
-def apply_entry(att: Any, entry: list) -> None:
-    """Replay one journal entry (idempotent: see journal.py)."""
+def apply_entry(att: Any, entry: list, known: dict[str, Any]) -> None:
+    """Replay one journal entry (idempotent: see journal.py).  ``known``:
+    the catalog's entries by table name, kept up to date here."""
     kind, table, data = entry
-    found = att.catalog.find(table)
+    found = known.get(table)
     if kind == J.CREATE:
         if found is None:
-            att.catalog.add_table(table, data)
+            known[table] = att.catalog.add_table(table, data)
         return
     if found is None:
         return              # written before a drop that follows (or is in the snapshot)
@@ -219,6 +132,7 @@ def apply_entry(att: Any, entry: list) -> None:
                        if op == J.PUT or store.read(lambda s: s.lookup(pk)) is not None]
             store.apply(changes)
     if kind == J.DROP:
+        del known[table]
         att.forget_table(found.uid)
 
 
@@ -238,7 +152,7 @@ def checkpoint(att: Any, directory: str, images_of: Any) -> dict:
                               f"{exc.strerror or exc}") from None
     words[L.JOURNAL_GENERATION_AT // L.WORD] = new
     images = images_of(att)
-    write_snapshot(directory, new, images)
+    snap.write_snapshot(directory, new, images)
     for g in J.generations(directory):
         if g < new:
             try:

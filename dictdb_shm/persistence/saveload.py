@@ -10,7 +10,9 @@ keep a second full copy of a table as Python objects while saving.
 
 from __future__ import annotations
 
+import operator
 import os
+from itertools import repeat
 from typing import Any, Callable, Iterable
 
 from dictdb_shm import names
@@ -22,7 +24,7 @@ from dictdb_shm.errors import (CorruptionError, DatabaseExistsError, DuplicateKe
                                UnstorableValueError)
 from dictdb_shm.persistence import formats
 from dictdb_shm.persistence.atomic import atomic_file
-from dictdb_shm.persistence.capture import DEFAULT_TIMEOUT, TableImage, capture
+from dictdb_shm.persistence.capture import DEFAULT_TIMEOUT, TableImage, capture, gc_paused
 
 # What a table refuses because of the file's content (anything else, such as
 # a full /dev/shm, is raised as it is).
@@ -92,18 +94,35 @@ def load(db_class: Any, path: Any, file_format: str = "json", *, name: str | Non
 
 def fill(db: Any, tables: Iterable[formats.TableData], source: str,
          progress: Callable[[int], None] | None = None) -> None:
-    """Create each table and insert its records in one call; a record the
-    table refuses is a CorruptionError naming ``source``."""
+    """Create each table and fill it in one call; a record the table refuses
+    is a CorruptionError naming ``source``.  A table whose records all hold
+    their primary key is built whole by the engine (StorageEngine.bulk_load:
+    one pass, no per-record write work); others are one ordinary insert."""
+    att = db._attachment()
     for td in tables:
         where = f"{source}: table {td.name!r}"
         try:
             db.create_table(td.name, primary_key=td.primary_key, schema=td.schema)
             table = db.get_table(td.name)
-            if td.records:
-                table.insert(td.records)
-            for field, kind in td.indexes.items():
-                table.create_index(field, kind)
+            if not (att.journal is None and _bulk_load(att, table, td)):
+                if td.records:
+                    table.insert(td.records)
+                for field, kind in td.indexes.items():
+                    table.create_index(field, kind)
         except CONTENT_ERRORS as exc:
             raise CorruptionError(f"{where}: {exc.message}", hint=formats.FILE_HINT) from None
         if progress:
             progress(len(td.records))
+
+
+def _bulk_load(att: Any, table: Any, td: formats.TableData) -> bool:
+    """Fill the new ``table`` with ``td`` in one pass; False, having changed
+    nothing, when a record lacks its primary key (insert assigns it)."""
+    if td.schema is not None:
+        if not all(map(operator.contains, td.records, repeat(td.primary_key))):
+            return False                  # the schema check comes after key assignment
+        for record in td.records:
+            table.validate_record(record)
+    lock, store = att.table(att.catalog.find(td.name))
+    with lock.write_lock(), gc_paused():
+        return store.bulk_load(td.records, td.primary_key, td.indexes)
