@@ -188,6 +188,14 @@ class Column:
             _I64.pack_into(self.buf, self.payload_at + 8 * slot, value)
         self.buf[self.tags_at + slot] = tag
 
+    def copy_header_to(self, buf: Any, hdr: int) -> None:
+        buf[hdr:hdr + 40] = self.buf[self.hdr:self.hdr + 40]
+
+    def copy_body_to(self, other: "Column") -> None:
+        end = self.bytes_at + self.bcap
+        memoryview(other.buf)[other.tags_at:other.tags_at + end - self.tags_at] = \
+            memoryview(self.buf)[self.tags_at:end]
+
     def arrays(self) -> ColumnArrays:
         import numpy as np
         buf, cap = self.buf, self.cap

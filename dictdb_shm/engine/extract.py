@@ -72,7 +72,8 @@ def _sizes(h: Any, pos: Any) -> Any:
     size = _SIZE[first]
     var = np.flatnonzero(size == 0)
     if len(var):
-        size[var] = 1 + _lengths(h, pos[var], first[var])[1]
+        n, length = _lengths(h, pos[var], first[var])
+        size[var] = 1 + n + length
     return size
 
 
@@ -89,6 +90,9 @@ def _lengths(h: Any, pos: Any, first: Any) -> tuple[Any, Any]:
 
 def read_field(dir_buf: Any, dir_cap: int, heap: Any, field: str) -> ColumnArrays:
     """``field`` of every live record, as slot-indexed ColumnArrays."""
+    if not dir_cap:
+        empty = np.zeros(0, np.int64)
+        return ColumnArrays(np.zeros(0, np.uint8), empty, empty.view(np.float64), [])
     slots, offs = live_records(dir_buf, dir_cap, heap)
     h = np.frombuffer(heap, np.uint8)
     pklen = h[offs + 10].astype(np.int64) | (h[offs + 11].astype(np.int64) << 8)
@@ -172,7 +176,8 @@ def _values(h: Any, vpos: Any, slots: Any, tags: Any, ints: Any) -> list[str]:
         put(sel, COL_INT, raw.astype({1: np.uint8, 2: np.uint16, 4: np.uint32,
                                       8: np.uint64}[n]).view(dt).astype(np.int64))
     sel = t == 0xcb
-    put(sel, COL_FLOAT, _be(h, vpos[sel] + 1, 8).view(np.float64), as_float=True)
+    put(sel, COL_FLOAT, h[vpos[sel][:, None] + np.arange(1, 9)].view(">f8").ravel(),
+        as_float=True)
     sel = t == 0xca
     put(sel, COL_FLOAT, _be(h, vpos[sel] + 1, 4).astype(np.uint32).view(np.float32)
         .astype(np.float64), as_float=True)
