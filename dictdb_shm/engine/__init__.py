@@ -92,6 +92,8 @@ class StorageEngine(Protocol):
 
     def indexes(self) -> dict[str, str]: ...
 
+    def live_count(self) -> int: ...
+
     def index_estimate(self, field: str, op: str, value: Any) -> int | None: ...
 
     def index_candidates(self, field: str, op: str, value: Any) -> list[dict] | None: ...
@@ -103,9 +105,15 @@ class StorageEngine(Protocol):
     def column(self, field: str) -> Any:
         """A column index's arrays (engine/columns.py ColumnArrays), or None."""
 
-    def rows_at(self, slots: Any) -> list[dict]:
+    def offsets_of(self, slots: Any) -> Any:
+        """The heap offsets of the records at ``slots``: their write order."""
+
+    def scan_holding(self, text: str) -> Iterator[dict]:
+        """A superset of the live records whose bytes hold ``text``."""
+
+    def rows_at(self, slots: Any, limit: int | None = None) -> list[dict]:
         """The live records at directory ``slots`` (a numpy array), in the
-        order they were last written."""
+        order they were last written (the first ``limit`` of them)."""
 
     def field_arrays(self, field: str) -> Any:
         """``field`` of every live record as ColumnArrays, from the column

@@ -56,6 +56,19 @@ class ColumnArrays(NamedTuple):
     ints: Any
     floats: Any
     strings: list
+    code_of: Any               # str -> its code, or None
+
+    @classmethod
+    def of(cls, tags: Any, ints: Any, strings: list) -> "ColumnArrays":
+        """Arrays built in this process (not an index's): codes looked up
+        in a dict made on first use."""
+        table: dict[str, int] = {}
+
+        def code_of(s: str) -> int | None:
+            if len(table) != len(strings):
+                table.update((x, i) for i, x in enumerate(strings))
+            return table.get(s)
+        return cls(tags, ints, ints.view("float64"), strings, code_of)
 
 
 def _round8(n: int) -> int:
@@ -201,7 +214,7 @@ class Column:
         buf, cap = self.buf, self.cap
         tags = np.frombuffer(buf, np.uint8, cap, self.tags_at)
         ints = np.frombuffer(buf, np.int64, cap, self.payload_at)
-        return ColumnArrays(tags, ints, ints.view(np.float64), self.strings())
+        return ColumnArrays(tags, ints, ints.view(np.float64), self.strings(), self.code_of)
 
     def fill(self, arrays: ColumnArrays) -> None:
         """Write a fresh index (zeroed, caps written) from slot-indexed arrays."""

@@ -91,8 +91,7 @@ def _lengths(h: Any, pos: Any, first: Any) -> tuple[Any, Any]:
 def read_field(dir_buf: Any, dir_cap: int, heap: Any, field: str) -> ColumnArrays:
     """``field`` of every live record, as slot-indexed ColumnArrays."""
     if not dir_cap:
-        empty = np.zeros(0, np.int64)
-        return ColumnArrays(np.zeros(0, np.uint8), empty, empty.view(np.float64), [])
+        return ColumnArrays.of(np.zeros(0, np.uint8), np.zeros(0, np.int64), [])
     slots, offs = live_records(dir_buf, dir_cap, heap)
     h = np.frombuffer(heap, np.uint8)
     pklen = h[offs + 10].astype(np.int64) | (h[offs + 11].astype(np.int64) << 8)
@@ -144,7 +143,7 @@ def read_field(dir_buf: Any, dir_cap: int, heap: Any, field: str) -> ColumnArray
     slow_rows = np.flatnonzero(slow)
     if len(slow_rows):
         _decode_slow(heap, offs[slow_rows], slots[slow_rows], field, tags, ints, strings)
-    return ColumnArrays(tags, ints, ints.view(np.float64), strings)
+    return ColumnArrays.of(tags, ints, strings)
 
 
 def _values(h: Any, vpos: Any, slots: Any, tags: Any, ints: Any) -> list[str]:

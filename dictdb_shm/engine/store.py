@@ -257,17 +257,31 @@ class TableStore(TableMapping):
         from dictdb_shm.engine import extract   # numpy: loaded by the first use
         return extract.read_field(self.directory, self.desc.dir_cap, self.heap, field)
 
-    def rows_at(self, slots: Any) -> list[dict]:
-        """Inside ``read``: the live records at directory ``slots`` (a numpy
-        array), in the order they were last written (as ``scan``)."""
+    def offsets_of(self, slots: Any) -> Any:
+        """Inside ``read``: the heap offset of the record at each directory
+        slot (a numpy array): their order is the order of writing."""
         import numpy as np
-        if not len(slots):
-            return []
         words = np.frombuffer(self.directory, np.uint64, 2 * self.desc.dir_cap)
         eo = words[2 * slots.astype(np.int64) + 1]
         if ((eo == 0) | (eo == np.uint64(_TOMB))).any():
             raise _TornRead
-        offs = np.sort((eo & np.uint64(_OFFSET_MASK)) - np.uint64(1)).tolist()
+        return ((eo & np.uint64(_OFFSET_MASK)) - np.uint64(1)).astype(np.int64)
+
+    def scan_holding(self, text: str) -> Iterator[dict]:
+        """Inside ``read``: a superset of the live records whose bytes hold
+        ``text`` (UTF-8), found by searching the heap (search.py)."""
+        d = self.desc
+        return search.records_around(self.heap, d.heap_end, d.heap_cap, d.n_records,
+                                     search.text_pattern(text))
+
+    def rows_at(self, slots: Any, limit: int | None = None) -> list[dict]:
+        """Inside ``read``: the live records at directory ``slots`` (a numpy
+        array), in the order they were last written (as ``scan``); only the
+        first ``limit`` of them when given."""
+        import numpy as np
+        if not len(slots):
+            return []
+        offs = np.sort(self.offsets_of(slots))[:limit].tolist()
         heap, out = self.heap, []
         for off in offs:
             _, blen, kind, _, pklen = _RHEAD(heap, off)
