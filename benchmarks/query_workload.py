@@ -46,6 +46,21 @@ SQL = {
     "scan": "SELECT * FROM people WHERE city = ? AND score > ?",
     "agg": "SELECT city, COUNT(*) AS n, AVG(score) AS avg FROM people GROUP BY city",
 }
+# The analytic queries (issue 9), measured without and then with column
+# indexes on score and city, against sqlite3 and DuckDB (one thread).
+ANALYTIC = {
+    "count": "A1. `aggregate(n=Count(), where=t.score > c)` (c near 0.9)",
+    "and": "A2. `(t.city == X) & (t.score > 0.9)` as dicts (~0.2 % of rows)",
+    "group": "A3. `aggregate(group_by=\"city\", n=Count(), avg=Avg(\"score\"))`",
+    "contains": "A4. `t.name.contains(\"77\")` as dicts (decode-bound: name has no index)",
+}
+ANALYTIC_SQL = {
+    "count": "SELECT COUNT(*) FROM people WHERE score > ?",
+    "and": SQL["scan"],
+    "group": SQL["agg"],
+    "contains": "SELECT * FROM people WHERE instr(name, ?) > 0",
+}
+DUCK_SQL = dict(ANALYTIC_SQL, contains="SELECT * FROM people WHERE contains(name, ?)")
 SQL_FOR_PLAN = {"eq": (SQL["eq"], (1,)), "range": (SQL["range"], (30, 31)),
                 "narrow": (SQL["range"], (30, 30)), "scan": (SQL["scan"], ("Oslo", SCORE_CUT)),
                 "agg": (SQL["agg"], ())}
@@ -143,6 +158,99 @@ def query_functions(t: Any, con: sqlite3.Connection, rows: list[dict]) -> dict:
                                                      avg=Avg("score")),
                 "sqlite3": sqlite_agg, "list": list_agg},
     }
+
+
+def duckdb_table(rows: list[dict], path: str) -> tuple[Any, float]:
+    """An in-memory DuckDB (one thread) holding ``rows``, loaded from a CSV
+    file written at ``path`` (the load is not timed as a build: DuckDB's
+    build is not compared); returns the connection and the load's seconds."""
+    import csv
+
+    import duckdb
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    con = duckdb.connect(":memory:")
+    con.execute("SET threads TO 1")
+    cols = ", ".join(f"'{n}': '{'BIGINT' if t == 'INTEGER' else 'DOUBLE' if t == 'REAL' else 'VARCHAR'}'"
+                     for n, t in SQL_COLUMNS)
+    took = seconds(lambda: con.execute(
+        f"CREATE TABLE people AS SELECT * FROM read_csv('{path}', header=true, "
+        f"columns={{{cols}}})"))
+    n = con.execute("SELECT COUNT(*) FROM people").fetchone()[0]
+    if n != len(rows):
+        raise BenchError(f"DuckDB holds {n} rows, expected {len(rows)}")
+    return con, took
+
+
+def analytic_functions(t: Any, con: sqlite3.Connection, duck: Any) -> dict:
+    """name -> {system: fn(const) -> list}: the analytic queries."""
+    def dicts(execute: Callable, sql: str) -> Callable[..., list[dict]]:
+        def run(*params: Any) -> list[dict]:
+            return [dict(zip(COLUMNS, r)) for r in execute(sql, params).fetchall()]
+        return run
+
+    def sql_count(execute: Callable) -> Callable[[float], list]:
+        return lambda c: [{"n": execute(ANALYTIC_SQL["count"], (c,)).fetchone()[0]}]
+
+    def sql_group(execute: Callable) -> Callable[[Any], list]:
+        return lambda _c: [{"city": c, "n": n, "avg": a}
+                           for c, n, a in execute(SQL["agg"]).fetchall()]
+
+    out: dict[str, dict] = {}
+    for name, execute, sql in (("sqlite3", con.execute, ANALYTIC_SQL),
+                               ("duckdb", duck.execute, DUCK_SQL)):
+        and_q, contains_q = dicts(execute, sql["and"]), dicts(execute, sql["contains"])
+        out.setdefault("count", {})[name] = sql_count(execute)
+        out.setdefault("and", {})[name] = lambda c, q=and_q: q(c, SCORE_CUT)
+        out.setdefault("group", {})[name] = sql_group(execute)
+        out.setdefault("contains", {})[name] = contains_q
+    out["count"]["dictdb_shm"] = lambda c: [t.aggregate(n=Count(), where=t.score > c)]
+    out["and"]["dictdb_shm"] = lambda c: t.select(where=(t.city == c) & (t.score > SCORE_CUT))
+    out["group"]["dictdb_shm"] = lambda _c: t.aggregate(group_by="city", n=Count(),
+                                                         avg=Avg("score"))
+    out["contains"]["dictdb_shm"] = lambda c: t.select(where=t.name.contains(c))
+    return {k: {s: v[s] for s in ("dictdb_shm", "sqlite3", "duckdb")} for k, v in out.items()}
+
+
+def analytic_constants(kind: str, count: int, rnd: random.Random) -> list[Any]:
+    if kind == "count":
+        return [SCORE_CUT + rnd.random() / 100 for _ in range(count)]
+    if kind == "and":
+        return [rnd.choice(CITIES) for _ in range(count)]
+    if kind == "contains":
+        return [f"{rnd.randrange(10, 100)}" for _ in range(count)]
+    return [None] * count
+
+
+def check_analytic(fns: dict, rnd: random.Random) -> None:
+    """dictdb_shm, sqlite3 and DuckDB agree on every analytic query."""
+    for kind, per in fns.items():
+        for c in analytic_constants(kind, 2 if kind != "group" else 1, rnd):
+            got = {s: f(c) for s, f in per.items()}
+            if kind == "group":
+                canon = {s: sorted((g["city"], g["n"], round(g["avg"], 9)) for g in v)
+                         for s, v in got.items()}
+            elif kind == "count":
+                canon = got
+            else:
+                canon = {s: sorted(tuple(r.get(col) for col in COLUMNS) for r in v)
+                         for s, v in got.items()}
+            for s, v in canon.items():
+                if v != canon["sqlite3"]:
+                    raise BenchError(f"{kind}({c!r}): {s} disagrees with sqlite3")
+
+
+def column_bytes_per_row(t: Any, field: str) -> float:
+    """Bytes the column index on ``field`` takes in the index segment, per
+    live row (read-only look at the store's mapped index)."""
+    from dictdb_shm.engine import columns as C
+
+    def size(s: Any) -> float:
+        ix = s.indexes_by_field[field]
+        return C.column_size(ix.cap, ix.dcap, ix.bcap) / max(1, s.desc.live)
+    return t._store.read(size)
 
 
 def constants(kind: str, n_rows: int, count: int, rnd: random.Random) -> list[Any]:

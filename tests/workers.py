@@ -220,6 +220,22 @@ def index_queries(db: str, table: str) -> None:
     out("RESULT", json.dumps(res))
 
 
+def column_queries(db: str, table: str) -> None:
+    """Answer queries from column indexes in another process (attached by name)."""
+    from dictdb_shm import Count
+    t = DictDB.attach(db).get_table(table)
+    groups = t.aggregate(group_by="s", n=Count())
+    res = {
+        "kinds": t._store.read(lambda s: s.indexes()),
+        "and": [r["id"] for r in t.select(where=(t.a > 10) & (t.s == "k7"))],
+        "count": t.aggregate(n=Count(), where=t.a >= 20)["n"],
+        "groups": [[g["s"], g["n"]] for g in groups if isinstance(g["s"], str)],
+        "numpy": t.to_numpy("a", where=t.s == "k3")["a"].tolist(),
+        "segment": t._store.read(lambda s: s.stats())["index_segment"],
+    }
+    out("RESULT", json.dumps(res))
+
+
 def serve_steps(db: str) -> None:
     """Run scenario steps sent on stdin (base64 pickles), one reply per step."""
     import base64

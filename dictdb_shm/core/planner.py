@@ -15,25 +15,30 @@ Rules, in order of preference:
    fewest records: equality before ranges, and among equalities the one the
    ``estimate`` callback (index counts, from the store) says is smallest; the
    rest of the ``And`` filters the candidates.
-5. Otherwise, an equality (``==``, ``is_in``) on a str, bytes, number,
+5. A query touching a field with a column index, also inside ``Or`` and
+   ``Not``, is answered from the column indexes (core/columnar.py), unless
+   rule 1 applies or rule 2 reaches at most ``SMALL_INDEX_ANSWER`` records.
+6. Otherwise, an equality (``==``, ``is_in``) on a str, bytes, number,
    bool or None, alone or inside ``And``, is *searched*: the store finds the
    records holding those bytes without decoding the others (see
-   TableStore.scan_containing).
-6. Anything else scans.
+   TableStore.scan_containing); so is ``contains`` of a non-empty str
+   (the records holding its UTF-8 bytes, TableStore.scan_holding).
+7. Anything else scans.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-from dictdb_shm.query import And, Compare, Predicate
+from dictdb_shm.query import And, Compare, Predicate, referenced_fields
 
 RANGE_OPS = frozenset({"lt", "le", "gt", "ge", "between"})
 EQUALITY_OPS = frozenset({"eq", "in"})
+SMALL_INDEX_ANSWER = 1000
 
 
 class Plan(NamedTuple):
-    kind: str                   # "pk", "index", "search" or "scan"
+    kind: str                   # "pk", "index", "column", "search" or "scan"
     field: str | None = None
     op: str | None = None
     value: Any = None           # pk plan: the list of keys
@@ -54,6 +59,19 @@ def choose(node: Predicate | None, primary_key: str, indexes: dict[str, str],
     """
     if node is None:
         return SCAN
+    plan = _row_plan(node, primary_key, indexes, estimate)
+    if plan.kind == "pk" or "column" not in indexes.values():
+        return plan
+    if plan.kind == "index" and plan.op in EQUALITY_OPS and \
+            _cost(plan, estimate) <= SMALL_INDEX_ANSWER:
+        return plan
+    if any(indexes.get(f) == "column" for f in referenced_fields(node)):
+        return Plan("column")
+    return plan
+
+
+def _row_plan(node: Predicate, primary_key: str, indexes: dict[str, str],
+              estimate: Estimate | None) -> Plan:
     if isinstance(node, Compare):
         conds = [node]
         plan = _for_compare(node, primary_key, indexes, RANGE_OPS | EQUALITY_OPS)
@@ -71,6 +89,9 @@ def choose(node: Predicate | None, primary_key: str, indexes: dict[str, str],
     for cond in conds:
         if cond.op in EQUALITY_OPS and _searchable(cond.value if cond.op == "in"
                                                    else (cond.value,)):
+            return Plan("search", cond.field, cond.op, cond.value)
+    for cond in conds:
+        if cond.op == "contains" and type(cond.value) is str and cond.value:
             return Plan("search", cond.field, cond.op, cond.value)
     return SCAN
 
@@ -100,7 +121,7 @@ def _for_compare(node: Compare, primary_key: str, indexes: dict[str, str],
         keys = [node.value] if node.op == "eq" else [v for v in node.value if _hashable(v)]
         return Plan("pk", value=list(dict.fromkeys(keys)))
     kind = indexes.get(node.field)
-    if kind is None:
+    if kind is None or kind == "column":
         return SCAN
     if node.op in EQUALITY_OPS or kind == "sorted":
         return Plan("index", node.field, node.op, node.value)

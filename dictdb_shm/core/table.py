@@ -315,8 +315,15 @@ class Table:
                 candidates = s.index_candidates(plan.field, plan.op, plan.value)
                 if candidates is not None:
                     return [r for r in candidates if pred(r)][:stop]
+            if plan.kind == "column":
+                from dictdb_shm.core import columnar    # numpy: only for tables with columns
+                found = columnar.matching(s, node, pred, stop)
+                if found is not None:
+                    return found
             source = None
-            if plan.kind == "search":
+            if plan.kind == "search" and plan.op == "contains":
+                source = s.scan_holding(plan.value)
+            elif plan.kind == "search":
                 source = s.scan_containing(
                     plan.field, plan.value if plan.op == "in" else (plan.value,))
             if source is None:
@@ -360,8 +367,35 @@ class Table:
     def aggregate(self, group_by: str | Sequence[str] | None = None, where: Any = None,
                   **aggs: Aggregate) -> Any:
         """``t.aggregate(n=Count(), avg=Avg("age"), where=..., group_by="city")``:
-        one dict of results, or with ``group_by`` a list of one dict per group."""
+        one dict of results, or with ``group_by`` a list of one dict per group.
+        Computed from column indexes when the fields have them (core/columnar.py)."""
+        node = as_predicate(where)
+
+        def from_columns(s: StorageEngine) -> Any:
+            if "column" not in s.indexes().values():
+                return None
+            from dictdb_shm.core import columnar
+            return columnar.aggregate(s, node, group_by, aggs)
+        found = self._store.read(from_columns)
+        if found is not None:
+            return found
         return aggregate_rows(self._matching(where), group_by, **aggs)
+
+    def to_numpy(self, fields: str | Sequence[str], where: Any = None) -> dict[str, Any]:
+        """``{field: numpy array}`` of the records matching ``where``, in
+        select's order, from one consistent state; a masked array where
+        some records lack the field or hold None.  Fast for fields with a
+        column index; works for any field."""
+        from dictdb_shm.core import to_numpy as export
+        names = [fields] if isinstance(fields, str) else list(fields)
+        for name in names:
+            if not isinstance(name, str):
+                raise InvalidArgumentError(f"to_numpy takes field names, not {name!r}")
+        node = as_predicate(where)
+        found = self._store.read(lambda s: export.arrays(s, names, node))
+        if found is not None:
+            return found
+        return export.from_records(self._matching(where), names)
 
     def export_csv(self, path: str, *, records: Sequence[Record] | None = None,
                    columns: Sequence[str] | None = None, where: Any = None,
@@ -407,8 +441,10 @@ class Table:
     def create_index(self, field: str, index_type: str = "hash") -> None:
         """Index ``field`` for every process: ``"hash"`` serves ``==`` and
         ``is_in``; ``"sorted"`` also ``<``, ``<=``, ``>``, ``>=`` and
-        ``between``.  The index lives in shared memory and changes atomically
-        with the data.  Creating an existing index does nothing."""
+        ``between``; ``"column"`` keeps a typed copy of the field for
+        vectorised filters, counts, aggregates, group-by and to_numpy.  The
+        index lives in shared memory and changes atomically with the data.
+        A field has one index: creating one on an indexed field does nothing."""
         if not isinstance(field, str) or not field:
             raise InvalidArgumentError("create_index needs a field name")
         with self.lock.write_lock():

@@ -26,6 +26,19 @@ INSERT = 0      # the key must not exist
 PUT = 1         # insert or replace
 DELETE = 2      # the key must exist; the record is ignored
 
+# What a column index (engine/columns.py) holds for each directory slot: the
+# tag of its value.  The payload next to it is an int64 (INT, BOOL), a
+# float64 (FLOAT) or a dictionary code (STR); OTHER values (bytes, lists,
+# dicts, ints beyond int64) are only marked, and a query re-checks them.
+COL_EMPTY = 0     # no live record at this slot
+COL_MISSING = 1   # the record has no such field
+COL_NULL = 2      # None
+COL_INT = 3
+COL_FLOAT = 4
+COL_BOOL = 5
+COL_STR = 6
+COL_OTHER = 7
+
 
 class TableLocking(Protocol):
     """The table's reader-writer lock, shared by every process using it."""
@@ -91,6 +104,8 @@ class StorageEngine(Protocol):
 
     def indexes(self) -> dict[str, str]: ...
 
+    def live_count(self) -> int: ...
+
     def index_estimate(self, field: str, op: str, value: Any) -> int | None: ...
 
     def index_candidates(self, field: str, op: str, value: Any) -> list[dict] | None: ...
@@ -98,3 +113,20 @@ class StorageEngine(Protocol):
     def index_values(self, field: str) -> list[Any] | None: ...
 
     def scan_containing(self, field: str, values: Iterable[Any]) -> Iterator[dict] | None: ...
+
+    def column(self, field: str) -> Any:
+        """A column index's arrays (engine/columns.py ColumnArrays), or None."""
+
+    def offsets_of(self, slots: Any) -> Any:
+        """The heap offsets of the records at ``slots``: their write order."""
+
+    def scan_holding(self, text: str) -> Iterator[dict]:
+        """A superset of the live records whose bytes hold ``text``."""
+
+    def rows_at(self, slots: Any, limit: int | None = None) -> list[dict]:
+        """The live records at directory ``slots`` (a numpy array), in the
+        order they were last written (the first ``limit`` of them)."""
+
+    def field_arrays(self, field: str) -> Any:
+        """``field`` of every live record as ColumnArrays, from the column
+        index when there is one, else read from the heap."""

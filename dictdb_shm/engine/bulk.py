@@ -35,7 +35,7 @@ from dictdb_shm.engine import growth, indexing
 from dictdb_shm.engine import index as IX
 from dictdb_shm.engine import records as R
 from dictdb_shm.engine.layout import Descriptor
-from dictdb_shm.engine.segment import unlink
+from dictdb_shm.engine.segment import Segment, unlink
 from dictdb_shm.errors import (CorruptionError, DictDBError, DuplicateKeyError,
                                InvalidArgumentError)
 
@@ -194,6 +194,9 @@ class BuiltTable(NamedTuple):
     next_pk: int
 
 
+_PRIVATE_BUILD = "/dictdb-private-index-build"   # never a shared object's name
+
+
 def check_definitions(indexes: dict[str, str], table: str) -> indexing.Definitions:
     """Index definitions ``{field: "hash" | "sorted"}`` as a segment holds them."""
     defs: indexing.Definitions = []
@@ -215,15 +218,15 @@ def build(image: HeapImage, indexes: dict[str, str], table: str) -> BuiltTable:
     n = image.count
     dir_cap = growth.directory_capacity(n)
     log = array("Q", image.offsets)
-    directory, slots = _fill_directory(dir_cap, image, table, bool(defs))
+    directory, _ = _fill_directory(dir_cap, image, table, False)
     index: Any = b""
     if defs:
-        index = bytearray(IX.segment_size([k for _, k in defs], dir_cap))
-        IX.write_definitions(index, defs)
-        built = indexing.open_indexes(index, dir_cap)
-        rows = image.rows if image.rows is not None else \
-            [R.decode_at(image.heap, off) for off in log]
-        IX.build(list(built.values()), list(built), zip(slots, rows))
+        # The same builder as create_index (every kind, columns included),
+        # into private memory: a name no shared object has, so its unlink on
+        # failure removes nothing.
+        index = indexing.build_segment(
+            lambda size: Segment(_PRIVATE_BUILD, size, bytearray(size), 0),  # type: ignore[arg-type]
+            defs, directory, dir_cap, image.heap).buf
     return BuiltTable(image.heap, log, dir_cap, directory, index, n, image.next_pk)
 
 

@@ -135,8 +135,7 @@ def _choose(table: str, options: list[tuple[int, ...]], size_of: Any) -> tuple[i
 
 
 def _index_bytes(store: TableSegments, dir_cap: int) -> int:
-    defs = indexing.definitions(store.indexes_by_field)
-    return IX.segment_size([k for _, k in defs], dir_cap) if defs else 0
+    return indexing.segment_bytes(store.indexes_by_field, dir_cap)
 
 
 def _heap_caps(live: int) -> list[int]:
@@ -296,14 +295,18 @@ def rehash(src: Any, dst: Any, cap: int) -> int:
     return used
 
 
-def replace_index_segment(store: TableSegments, defs: indexing.Definitions) -> None:
-    """Publish a fresh index segment holding ``defs`` for the table as it is."""
+def replace_index_segment(store: TableSegments, defs: indexing.Definitions,
+                          keep: bool = False) -> None:
+    """Publish a fresh index segment holding ``defs`` for the table as it is;
+    ``keep``: copy the current indexes (they are intact) instead of
+    rebuilding them, so adding an index builds only that one."""
     d = store.desc
     if not d.dir_cap:
         rebuild(store, 0, 0)             # an empty table: give it segments to index
         d = store.desc
     seg = d.next_seg
-    index = new_index_segment(store, seg, store.directory, d.dir_cap, store.heap, defs)
+    index = new_index_segment(store, seg, store.directory, d.dir_cap, store.heap, defs,
+                              store.indexes_by_field if keep else None)
     store.adopt(index=(seg, index), dir_cap=d.dir_cap)
     store.publish(d._replace(index_seg=seg if index else 0, next_seg=seg + 1))
     unlink_segments(store, d, index=True)
@@ -311,16 +314,18 @@ def replace_index_segment(store: TableSegments, defs: indexing.Definitions) -> N
 
 # ---------------------------------------------------------------- segments
 def new_index_segment(store: TableSegments, seg: int, dir_buf: Any, dir_cap: int,
-                      heap: Any, defs: indexing.Definitions | None = None) -> Segment | None:
+                      heap: Any, defs: indexing.Definitions | None = None,
+                      keep: dict | None = None) -> Segment | None:
     """A fresh index segment number ``seg`` (None when there are no indexes)
-    built from ``dir_buf`` and ``heap``; ``defs`` defaults to the current ones."""
+    built from ``dir_buf`` and ``heap``; ``defs`` defaults to the current ones;
+    the indexes in ``keep`` are copied (indexing.build_segment)."""
     if defs is None:
         defs = indexing.definitions(store.indexes_by_field)
     if not defs:
         return None
-    size = IX.segment_size([k for _, k in defs], dir_cap)
-    return indexing.build_segment(store.new_segment(names.index_segment, seg, size),
-                                  defs, dir_buf, dir_cap, heap)
+    return indexing.build_segment(
+        lambda size: store.new_segment(names.index_segment, seg, size),
+        defs, dir_buf, dir_cap, heap, keep)
 
 
 def unlink_segments(store: TableSegments, old: Descriptor, *, heap: bool = False,

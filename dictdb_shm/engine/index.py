@@ -341,6 +341,17 @@ class Index:
         return lo
 
     # ------------------------------------------------------------ building
+    def copy_header_to(self, buf: Any, hdr: int) -> None:
+        """Copy this index's kind and counters to header ``hdr`` of ``buf``."""
+        buf[hdr:hdr + FIELD_AT] = self.buf[self.hdr:self.hdr + FIELD_AT]
+
+    def copy_body_to(self, other: "Index") -> None:
+        """Copy the arrays into ``other``, an index of the same kind and
+        directory capacity in a fresh segment."""
+        end = self.overflow + OVERFLOW * 24
+        memoryview(other.buf)[other.values:other.values + end - self.values] = \
+            memoryview(self.buf)[self.values:end]          # one copy, no temporary
+
     def _add_unsorted(self, slot: int, ident: tuple[int, bytes]) -> None:
         vh = ident[0]
         buf = self.buf

@@ -2,16 +2,20 @@
 
 Owns: opening a table's index segment, building a fresh one from a directory
 and heap, answering index candidates and estimates, and editing the indexes
-in place for a small write.  index.py owns the segment's byte format; this
-module owns how a table's records reach it.  Must never: decide when to
+in place for a small write.  index.py owns the segment's byte format (and
+the hash and sorted indexes), columns.py the column indexes in it; this
+module owns how a table's records reach them.  A fresh segment copies the
+bytes of the indexes it keeps unchanged (``keep``) and builds only the new
+ones, each from one vectorised pass over the heap (extract.py, fastbuild.py).  Must never: decide when to
 build a fresh segment (store.py and growth.py do), or evaluate predicates:
 every answer is a superset of the matches, which the caller re-checks.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
+from dictdb_shm.engine import columns as C
 from dictdb_shm.engine import index as IX
 from dictdb_shm.engine import records as R
 from dictdb_shm.engine.segment import Segment, unlink
@@ -23,29 +27,49 @@ _TOMB = R.TOMBSTONE
 _VALUE = R.KIND_VALUE
 
 Definitions = list[tuple[str, int]]          # (field, index kind), in segment order
+AnyIndex = Any                               # IX.Index or C.Column
+KINDS = IX.KINDS | {"column": C.KIND_COLUMN}
+KIND_NAMES = {v: k for k, v in KINDS.items()}
 
 RANGE_BOUNDS = {"lt": lambda v: (None, v), "le": lambda v: (None, v),
                 "gt": lambda v: (v, None), "ge": lambda v: (v, None),
                 "between": lambda v: v}
 
 
-def open_indexes(buf: Any, dir_cap: int) -> dict[str, IX.Index]:
+def open_indexes(buf: Any, dir_cap: int) -> dict[str, AnyIndex]:
     """The indexes of a mapped index segment (``b""``: none), by field."""
     if not buf:
         return {}
-    defs = IX.read_definitions(buf)
-    offsets = IX.layout([k for _, k in defs], dir_cap)
-    return {field: IX.Index(buf, j, kind, offsets[j], dir_cap)
-            for j, (field, kind) in enumerate(defs)}
+    out: dict[str, AnyIndex] = {}
+    pos = IX.HEADER_SIZE
+    for j, (field, kind) in enumerate(IX.read_definitions(buf)):
+        if kind == C.KIND_COLUMN:
+            col = C.Column(buf, j, j * IX.INDEX_HEADER, pos, dir_cap)
+            pos += C.column_size(dir_cap, col.dcap, col.bcap)
+            out[field] = col
+        else:
+            out[field] = IX.Index(buf, j, kind, pos, dir_cap)
+            pos += IX.index_size(kind, dir_cap)
+    return out
 
 
-def definitions(indexes: dict[str, IX.Index]) -> Definitions:
+def definitions(indexes: dict[str, AnyIndex]) -> Definitions:
     return [(f, ix.kind) for f, ix in indexes.items()]
 
 
-def kinds(indexes: dict[str, IX.Index]) -> dict[str, str]:
-    """``{field: "hash" | "sorted"}``."""
-    return {f: IX.KIND_NAMES[ix.kind] for f, ix in indexes.items()}
+def kinds(indexes: dict[str, AnyIndex]) -> dict[str, str]:
+    """``{field: "hash" | "sorted" | "column"}``."""
+    return {f: KIND_NAMES[ix.kind] for f, ix in indexes.items()}
+
+
+def segment_bytes(indexes: dict[str, AnyIndex], dir_cap: int) -> int:
+    """About what a fresh segment of ``indexes`` takes for ``dir_cap`` slots
+    (columns keep their dictionary room): for sizing growth."""
+    if not indexes:
+        return 0
+    return IX.HEADER_SIZE + sum(
+        C.column_size(dir_cap, ix.dcap, ix.bcap) if ix.kind == C.KIND_COLUMN
+        else IX.index_size(ix.kind, dir_cap) for ix in indexes.values())
 
 
 def live_by_slot(dir_buf: Any, dir_cap: int, heap: Any) -> Iterator[tuple[int, dict]]:
@@ -59,17 +83,47 @@ def live_by_slot(dir_buf: Any, dir_cap: int, heap: Any) -> Iterator[tuple[int, d
             yield slot, record
 
 
-def build_segment(segment: Segment, defs: Definitions, dir_buf: Any, dir_cap: int,
-                  heap: Any, rows: Iterable[tuple[int, dict]] | None = None) -> Segment:
-    """Fill the new, zeroed index ``segment`` with indexes on ``defs``, built
-    from a directory and its heap (or from ``rows``, the (directory slot,
-    record) of every live record, when the caller has them); on failure it
-    is unlinked."""
+def build_segment(make: Callable[[int], Segment], defs: Definitions, dir_buf: Any,
+                  dir_cap: int, heap: Any,
+                  keep: dict[str, AnyIndex] | None = None) -> Segment:
+    """A new index segment (``make(size)`` creates it zeroed) holding
+    indexes on ``defs`` for a directory and its heap; those in ``keep`` (of
+    the same directory) are copied, the others built.  Unlinked on failure."""
+    from dictdb_shm.engine import extract, fastbuild   # numpy: loaded by the first build
+
+    keep = keep or {}
+    columns: dict[str, C.ColumnArrays] = {}
+    sizes = []
+    for field, kind in defs:
+        if field in keep:
+            old = keep[field]
+            sizes.append(C.column_size(dir_cap, old.dcap, old.bcap) if kind == C.KIND_COLUMN
+                         else IX.index_size(kind, dir_cap))
+        elif kind == C.KIND_COLUMN:
+            columns[field] = arrays = extract.read_field(dir_buf, dir_cap, heap, field)
+            sizes.append(C.column_size(dir_cap, *C.needed_caps(arrays)))
+        else:
+            sizes.append(IX.index_size(kind, dir_cap))
+    segment = make(IX.HEADER_SIZE + sum(sizes))
     try:
-        IX.write_definitions(segment.buf, defs)
-        built = open_indexes(segment.buf, dir_cap)
-        IX.build(list(built.values()), list(built),
-                 live_by_slot(dir_buf, dir_cap, heap) if rows is None else rows)
+        buf = segment.buf
+        IX.write_definitions(buf, defs)
+        for j, (field, kind) in enumerate(defs):
+            if field in keep:
+                keep[field].copy_header_to(buf, j * IX.INDEX_HEADER)
+            elif kind == C.KIND_COLUMN:
+                C.write_caps(buf, j * IX.INDEX_HEADER, 0, 0, *C.needed_caps(columns[field]))
+        built = open_indexes(buf, dir_cap)
+        fresh = []
+        for field, ix in built.items():
+            if field in keep:
+                keep[field].copy_body_to(ix)
+            elif ix.kind == C.KIND_COLUMN:
+                ix.fill(columns[field])
+            else:
+                fresh.append((field, ix))
+        if fresh:
+            fastbuild.build(fresh, dir_buf, dir_cap, heap)
     except BaseException:
         unlink(segment.name)
         raise
@@ -80,22 +134,23 @@ def add_definition(indexes: dict[str, IX.Index], field: str, kind: str,
                    table: str) -> Definitions:
     """The definitions of ``indexes`` plus a new index of ``kind`` on ``field``
     (checked: a known kind, a short enough name, room for one more)."""
-    if kind not in IX.KINDS:
-        raise InvalidArgumentError(f"index_type must be 'hash' or 'sorted', not {kind!r}")
+    if kind not in KINDS:
+        raise InvalidArgumentError(
+            f"index_type must be 'hash', 'sorted' or 'column', not {kind!r}")
     if len(field.encode("utf-8")) > IX.MAX_FIELD_BYTES:
         raise InvalidNameError(f"cannot index field {field!r}: the name is too long",
                                hint=f"index fields of at most {IX.MAX_FIELD_BYTES} bytes")
     if len(indexes) >= IX.MAX_INDEXES:
         raise DictDBError(f"table {table!r} already has {IX.MAX_INDEXES} indexes",
                           hint="index fewer fields")
-    return definitions(indexes) + [(field, IX.KINDS[kind])]
+    return definitions(indexes) + [(field, KINDS[kind])]
 
 
 def estimate(indexes: dict[str, IX.Index], field: str, op: str, value: Any) -> int | None:
     """How many records an equality (``eq``/``in``) on an indexed field
     reaches, from the index alone; None when unknown."""
     ix = indexes.get(field)
-    if ix is None or op not in ("eq", "in"):
+    if ix is None or op not in ("eq", "in") or ix.kind == C.KIND_COLUMN:
         return None
     return ix.count_equal((value,) if op == "eq" else value)
 
@@ -106,7 +161,7 @@ def candidate_slots(indexes: dict[str, IX.Index], field: str, op: str,
     value``; None when no index can answer.  ``op``: eq, in, lt, le, gt, ge,
     between (the last five need a sorted index)."""
     ix = indexes.get(field)
-    if ix is None:
+    if ix is None or ix.kind == C.KIND_COLUMN:
         return None
     if op == "eq":
         return ix.slots_equal((value,))
@@ -140,18 +195,26 @@ def distinct_values(indexes: dict[str, IX.Index], dir_buf: Any, heap: Any,
     records store it), read from the index's value table and one record per
     value; None when ``field`` has no index."""
     ix = indexes.get(field)
-    if ix is None:
+    if ix is None or ix.kind == C.KIND_COLUMN:
         return None
     return [r.get(field) for r in records_at(dir_buf, heap, ix.heads())]
 
 
-def update_in_place(indexes: dict[str, IX.Index], heap: Any, touched: list) -> None:
+def update_in_place(indexes: dict[str, AnyIndex], heap: Any, touched: list) -> None:
     """Move each touched directory slot from its old value's chain to its new
-    one's.  ``touched``: (slot, old record offset or -1, new record or None)."""
+    one's, and set its column values.  ``touched``: (slot, old record offset
+    or -1, new record or None).  ColumnFull when a dictionary has no room:
+    the caller builds a fresh segment instead."""
     identity = IX.identity
+    hashed = [(f, ix) for f, ix in indexes.items() if ix.kind != C.KIND_COLUMN]
+    columns = [(f, ix) for f, ix in indexes.items() if ix.kind == C.KIND_COLUMN]
     for slot, old_off, record in touched:
+        for field, col in columns:
+            col.set(slot, record, field)
+        if not hashed:
+            continue
         old = R.decode_at(heap, old_off) if old_off >= 0 else None
-        for field, ix in indexes.items():
+        for field, ix in hashed:
             before = identity(old.get(field)) if old is not None else None
             after = identity(record.get(field)) if record is not None else None
             if before == after:

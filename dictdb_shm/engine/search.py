@@ -1,5 +1,6 @@
-"""Searched scans: find the records holding ``field == value`` by searching the
-heap's bytes, instead of decoding every record.
+"""Searched scans: find the records holding ``field == value`` (or a str
+holding some text) by searching the heap's bytes, instead of decoding every
+record.
 
 Owns: which msgpack byte forms a value can take, the regular expression that
 finds ``field: value`` pairs in a heap, and turning a match back into the
@@ -71,6 +72,12 @@ def pair_pattern(field: str, values: Iterable[Any]) -> "re.Pattern[bytes] | None
         return None
     return re.compile(re.escape(R._packb(field)) + b"(?:" + b"|".join(
         re.escape(f) for f in dict.fromkeys(forms)) + b")")
+
+
+def text_pattern(text: str) -> "re.Pattern[bytes]":
+    """A pattern matching the UTF-8 bytes of ``text``: a str holding ``text``
+    holds them, so every record with such a value (or list element) does."""
+    return re.compile(re.escape(text.encode("utf-8", "surrogatepass")))
 
 
 def records_around(heap: Any, heap_end: int, heap_cap: int, n_records: int,

@@ -42,6 +42,7 @@ from dictdb_shm.engine import bulk, growth, indexing, search
 from dictdb_shm.engine import layout as L
 from dictdb_shm.engine import records as R
 from dictdb_shm.engine.append import append_records
+from dictdb_shm.engine.columns import KIND_COLUMN, ColumnFull
 from dictdb_shm.engine.mapping import TableMapping
 from dictdb_shm.errors import DatabaseFullError
 
@@ -238,13 +239,65 @@ class TableStore(TableMapping):
         return indexing.distinct_values(self.indexes_by_field, self.directory, self.heap,
                                         field)
 
+    # ----------------------------------------------------------------- columns
+    def column(self, field: str) -> Any:
+        """Inside ``read``: the arrays of the column index on ``field``
+        (columns.ColumnArrays, views of shared memory), or None."""
+        ix = self.indexes_by_field.get(field)
+        if ix is None or ix.kind != KIND_COLUMN:
+            return None
+        return ix.arrays()
+
+    def field_arrays(self, field: str) -> Any:
+        """Inside ``read``: ``field`` of every live record as ColumnArrays,
+        the column index's when there is one, else read from the heap."""
+        found = self.column(field)
+        if found is not None:
+            return found
+        from dictdb_shm.engine import extract   # numpy: loaded by the first use
+        return extract.read_field(self.directory, self.desc.dir_cap, self.heap, field)
+
+    def offsets_of(self, slots: Any) -> Any:
+        """Inside ``read``: the heap offset of the record at each directory
+        slot (a numpy array): their order is the order of writing."""
+        import numpy as np
+        words = np.frombuffer(self.directory, np.uint64, 2 * self.desc.dir_cap)
+        eo = words[2 * slots.astype(np.int64) + 1]
+        if ((eo == 0) | (eo == np.uint64(_TOMB))).any():
+            raise _TornRead
+        return ((eo & np.uint64(_OFFSET_MASK)) - np.uint64(1)).astype(np.int64)
+
+    def scan_holding(self, text: str) -> Iterator[dict]:
+        """Inside ``read``: a superset of the live records whose bytes hold
+        ``text`` (UTF-8), found by searching the heap (search.py)."""
+        d = self.desc
+        return search.records_around(self.heap, d.heap_end, d.heap_cap, d.n_records,
+                                     search.text_pattern(text))
+
+    def rows_at(self, slots: Any, limit: int | None = None) -> list[dict]:
+        """Inside ``read``: the live records at directory ``slots`` (a numpy
+        array), in the order they were last written (as ``scan``); only the
+        first ``limit`` of them when given."""
+        import numpy as np
+        if not len(slots):
+            return []
+        offs = np.sort(self.offsets_of(slots))[:limit].tolist()
+        heap, out = self.heap, []
+        for off in offs:
+            _, blen, kind, _, pklen = _RHEAD(heap, off)
+            if kind != _VALUE:
+                raise _TornRead
+            start = off + _HDR + pklen
+            out.append(_unpackb(heap[start:start + blen], strict_map_key=False))
+        return out
+
     def create_index(self, field: str, kind: str) -> bool:
         """Under the write lock: index ``field``; False when it already is."""
         self._check_table()
         if field in self.indexes_by_field:
             return False
         defs = indexing.add_definition(self.indexes_by_field, field, kind, self.table)
-        growth.replace_index_segment(self, defs)
+        growth.replace_index_segment(self, defs, keep=not self._w[self._dirty_w])
         return True
 
     # ----------------------------------------------------------------- writing
@@ -288,18 +341,24 @@ class TableStore(TableMapping):
                                       self._mask, batch, bool(self.indexes_by_field), self.table)
         if not self.indexes_by_field:
             self.publish(new)
-        elif len(touched) > BULK_INDEX_REBUILD or not all(
+            return
+        if len(touched) <= BULK_INDEX_REBUILD and all(
                 ix.room_for(len(touched)) for ix in self.indexes_by_field.values()):
-            seg = desc.next_seg
-            index = growth.new_index_segment(self, seg, self.directory, desc.dir_cap, self.heap)
-            self.adopt(index=(seg, index), dir_cap=desc.dir_cap)
-            self.publish(new._replace(index_seg=seg, next_seg=seg + 1))
-            growth.unlink_segments(self, desc, index=True)
-        else:
             self._w[self._dirty_w] = 1
-            indexing.update_in_place(self.indexes_by_field, self.heap, touched)
-            self.publish(new)
-            self._w[self._dirty_w] = 0
+            try:
+                indexing.update_in_place(self.indexes_by_field, self.heap, touched)
+            except ColumnFull:
+                pass               # a dictionary is full: the fresh segment below
+            else:
+                self.publish(new)
+                self._w[self._dirty_w] = 0
+                return
+        seg = desc.next_seg
+        index = growth.new_index_segment(self, seg, self.directory, desc.dir_cap, self.heap)
+        self.adopt(index=(seg, index), dir_cap=desc.dir_cap)
+        self.publish(new._replace(index_seg=seg, next_seg=seg + 1))
+        growth.unlink_segments(self, desc, index=True)
+        self._w[self._dirty_w] = 0
 
     # ------------------------------------------------------------------- undo
     def recover(self) -> None:
