@@ -36,6 +36,7 @@ through the lock, when a writer died.  Invariants:
 from __future__ import annotations
 
 import platform
+from time import time as _now
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from dictdb_shm.engine import growth, indexing, search
@@ -66,6 +67,8 @@ _MASK64, _GOLDEN = R.MASK64, R.GOLDEN
 _HDR = R.RECORD_HEADER
 _SHIFT = R.ENTRY_SHIFT
 _TornRead = R.TornRead
+_probe = R.probe
+_STAMPS, _STAMP_MASK = R.STAMPS_PER_SECOND, R.STAMP_MASK
 Descriptor = L.Descriptor
 
 
@@ -127,6 +130,71 @@ class TableStore(TableMapping):
             found = self._lookup(key, *R.key_hash(pk, key))
         return default if found is None else found
 
+    _stamps: Any = None          # the heap as u32 words, for get_stamped
+    _stamps_of: Any = None       # ... of this heap mapping
+
+    def get_stamped(self, pk: Any, default: Any, stamp: int) -> Any:
+        """``get`` for a cache (dictdb_shm/cache/): on a hit, also store
+        ``stamp`` in the record's stamp word (records.STAMP_AT), the access
+        time its eviction reads.  Lock-free: the 4-byte store is made only
+        after ``seq`` proved the record committed, and writers never write a
+        committed record's stamp, so it lands on no byte anyone else writes
+        (a store racing a compaction's copy only loses that one stamp)."""
+        if type(pk) is int and _INT_MIN <= pk <= _INT_MAX:
+            h = ((pk & _MASK64) * _GOLDEN) & _MASK64
+            pkb, flag = None, _INT_ENTRY
+        else:
+            try:
+                pk = R.normalize_key(pk)
+                pkb = R._packb(pk)
+            except (TypeError, ValueError, OverflowError):
+                return default
+            h, flag = R.key_hash(pk, pkb)
+        w, seq_w = self._w, self._seq_w
+        for _ in range(OPTIMISTIC_TRIES):
+            seq = self._begin_read()
+            if seq < 0:
+                break
+            heap = self.heap
+            try:
+                off = _probe(self._dw, heap, self._shift, self._mask, h, pkb, flag)[1] \
+                    if self._mask else -1
+                if off >= 0:
+                    _, blen, kind, _, pklen = _RHEAD(heap, off)
+                    start = off + _HDR + pklen
+                    found = _unpackb(heap[start:start + blen], strict_map_key=False) \
+                        if kind == _VALUE else None
+                elif off == R.PROBE_FULL:
+                    found = _TornRead
+                else:
+                    found = None
+            except Exception:  # torn bytes: seq decides below
+                found = _TornRead
+            if w[seq_w] == seq and found is not _TornRead:
+                if found is None:
+                    return default
+                sw = self._stamps if self._stamps_of is heap else self._stamp_view(heap)
+                sw[(off + R.STAMP_AT) >> 2] = stamp
+                return found
+        with self.lock.read_lock():
+            self._check_table()
+            heap = self.heap
+            key = R._packb(pk) if pkb is None else pkb
+            off = _probe(self._dw, heap, self._shift, self._mask, h, key, flag)[1] \
+                if self._mask else -1
+            if off < 0:
+                return default
+            _, blen, kind, _, pklen = _RHEAD(heap, off)
+            if kind != _VALUE:
+                return default
+            self._stamp_view(heap)[(off + R.STAMP_AT) >> 2] = stamp
+            return _decode(heap, off + _HDR + pklen, blen)
+
+    def _stamp_view(self, heap: Any) -> Any:
+        self._stamps = memoryview(heap).cast("I")
+        self._stamps_of = heap
+        return self._stamps
+
     def _lookup(self, pkb: bytes, h: int, int_key: int) -> Any:
         """The record of the key with bytes ``pkb`` and hash ``h``, or None."""
         if not self._mask:
@@ -174,6 +242,13 @@ class TableStore(TableMapping):
         except (TypeError, ValueError, OverflowError):
             return None
         return self._lookup(pkb, *R.key_hash(pk, pkb))
+
+    def lookup_locked(self, pk: Any) -> Any:
+        """Under the table's write lock: the record or None (the current
+        segments mapped first), for read-modify-write calls such as a
+        cache's incr."""
+        self._check_table()
+        return self.lookup(pk)
 
     def scan(self) -> Iterator[dict]:
         """Inside ``read``: every live record, in the order they were last
@@ -285,7 +360,8 @@ class TableStore(TableMapping):
         desc = self.desc
         self._w[self._txn_w] = desc.heap_end + nbytes
         new, touched = append_records(self.desc, self.heap, self._dw, self._shift,
-                                      self._mask, batch, bool(self.indexes_by_field), self.table)
+                                      self._mask, batch, bool(self.indexes_by_field), self.table,
+                                      int(_now() * _STAMPS) & _STAMP_MASK)
         if not self.indexes_by_field:
             self.publish(new)
         elif len(touched) > BULK_INDEX_REBUILD or not all(
