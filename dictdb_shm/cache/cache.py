@@ -18,7 +18,9 @@ it as absent.  Past ``max_items`` / ``max_bytes`` a write evicts
 
 from __future__ import annotations
 
+import os
 import pickle
+import weakref
 from time import time as _time
 from typing import Any, Callable
 
@@ -26,13 +28,13 @@ from dictdb_shm.cache import entry as E
 from dictdb_shm.cache.counters import Counters
 from dictdb_shm.cache.eviction import evict, over_bounds
 from dictdb_shm.cache.memoize import memoizer
-from dictdb_shm.engine import DELETE, PUT
+from dictdb_shm.engine import DELETE
+from dictdb_shm.engine.cache_store import REMOVE
 from dictdb_shm.engine.sampling import entries_from
 from dictdb_shm.errors import InvalidArgumentError, UnstorableValueError
 
 _MISS = object()
-_STAMPS = 16                       # engine/records.py STAMPS_PER_SECOND
-_STAMP_MASK = 0xFFFFFFFF
+_open_caches: "weakref.WeakSet[Cache]" = weakref.WeakSet()
 _loads = pickle.loads
 
 
@@ -54,6 +56,11 @@ class Cache:
         self.serializer: str = settings.get("serializer") or "msgpack"
         self._pickled = self.serializer == "pickle"
         self._bounded = self.max_items is not None or self.max_bytes is not None
+        self._hits_w: int | None = None         # this process's counter words (counters.py)
+        self._misses_w: int | None = None
+        if self._pickled:
+            self.get = self._get_pickled  # type: ignore[method-assign]
+        _open_caches.add(self)
 
     def __repr__(self) -> str:
         return f"<Cache {self.name!r} of database {self._db.name!r}>"
@@ -65,16 +72,39 @@ class Cache:
     def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` when absent or expired.  Lock-free."""
         now = _time()
-        e = self._get(key, _MISS, int(now * _STAMPS) & _STAMP_MASK)
-        if e is not _MISS:
-            exp = e[0]
-            if not exp or exp > now:
-                c = self._counters
-                self._w[c.hits_w if c.hits_w is not None else c.claim()[0]] += 1
-                return e[1] if len(e) == 2 else _loads(e[1])
-        c = self._counters
-        self._w[c.misses_w if c.misses_w is not None else c.claim()[1]] += 1
+        e = self._get(key, now)
+        if e is not None and (not e[0] or e[0] > now):
+            try:
+                self._w[self._hits_w] += 1
+            except TypeError:                # no counter slot yet in this process
+                self._count(0)
+            return e[1]
+        try:
+            self._w[self._misses_w] += 1
+        except TypeError:
+            self._count(1)
         return default
+
+    def _get_pickled(self, key: Any, default: Any = None) -> Any:
+        """``get`` of a cache whose values are pickled (serializer="pickle")."""
+        now = _time()
+        e = self._get(key, now)
+        if e is not None and (not e[0] or e[0] > now):
+            try:
+                self._w[self._hits_w] += 1
+            except TypeError:
+                self._count(0)
+            return e[1] if len(e) == 2 else _loads(e[1])
+        try:
+            self._w[self._misses_w] += 1
+        except TypeError:
+            self._count(1)
+        return default
+
+    def _count(self, which: int) -> None:
+        """Claim this process's counter slot (counters.py), then count."""
+        self._hits_w, self._misses_w = self._counters.claim()
+        self._w[self._misses_w if which else self._hits_w] += 1
 
     def __contains__(self, key: Any) -> bool:
         """Whether ``key`` holds an unexpired value (counts no hit or miss)."""
@@ -106,10 +136,11 @@ class Cache:
             ttl = E.check_ttl(ttl)
         return E.body(value, E.deadline(ttl), self._pickled)
 
-    def _put(self, key: Any, body: list) -> None:
-        """Under the write lock: store ``body`` at ``key``, then keep the bounds."""
+    def _change(self, key: Any, decide: Callable[[Any], Any], read: bool = True) -> Any:
+        """Under the write lock: ``store.change_one`` (engine/cache_store.py),
+        then evict if the cache is past its bounds."""
         try:
-            self._store.apply(((key, body, PUT),))
+            done = self._store.change_one(key, decide, read=read)
         except UnstorableValueError as exc:
             raise UnstorableValueError(
                 f"cache {self.name!r} cannot hold the value for {key!r}: {exc.message}",
@@ -117,18 +148,17 @@ class Cache:
                      "(trusted data only)") from None
         if self._bounded and over_bounds(self._store.desc, self.max_items, self.max_bytes):
             evict(self._store, self._counters, self.max_items, self.max_bytes)
+        return done
 
-    def _current(self, key: Any, now: float) -> list | None:
-        """Under the write lock: the live body at ``key``, or None.  An
-        expired one is removed here (and counted)."""
-        found = self._store.lookup_locked(key)
-        if found is None:
-            return None
-        if E.is_live(found, now):
-            return found
-        self._store.apply(((key, None, DELETE),))
+    def _live(self, current: Any, now: float) -> bool:
+        """Under the write lock: whether ``current`` is a live entry; an
+        expired one is counted (the write about to replace it removes it)."""
+        if current is None:
+            return False
+        if E.is_live(current, now):
+            return True
         self._w[self._counters.expired_w] += 1
-        return None
+        return False
 
     def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` at ``key`` for ``ttl`` seconds (None: the cache's
@@ -138,7 +168,7 @@ class Cache:
         lock = self._lock
         lock.acquire_write()
         try:
-            self._put(key, body)
+            self._change(key, lambda _: body, False)
         finally:
             lock.release_write()
 
@@ -147,20 +177,28 @@ class Cache:
         did.  Across processes, one of several racing adds wins."""
         key = E.check_key(key)
         body = self._body(value, ttl)
-        with self._lock.write_lock():
-            if self._current(key, _time()) is not None:
-                return False
-            self._put(key, body)
-            return True
+        now = _time()
+        lock = self._lock
+        lock.acquire_write()
+        try:
+            return self._change(key, lambda cur: None if self._live(cur, now) else body) \
+                is not None
+        finally:
+            lock.release_write()
 
     def delete(self, key: Any) -> bool:
         """Remove ``key``; True when it held a live value."""
         key = E.check_key(key)
+        now = _time()
+        was_live = False
+
+        def remove(cur: Any) -> Any:
+            nonlocal was_live
+            was_live = self._live(cur, now)
+            return REMOVE              # an expired entry goes too (change_one skips absent ones)
         with self._lock.write_lock():
-            if self._current(key, _time()) is None:
-                return False
-            self._store.apply(((key, None, DELETE),))
-            return True
+            self._change(key, remove)
+        return was_live
 
     def incr(self, key: Any, delta: int = 1, default: int = 0) -> int:
         """Add ``delta`` to the int at ``key`` (``default`` when absent) and
@@ -169,23 +207,21 @@ class Cache:
         key = E.check_key(key)
         if type(delta) is not int or type(default) is not int:
             raise InvalidArgumentError("incr takes int delta and default")
+        now = _time()
+
+        def add_to(cur: Any) -> list:
+            if not self._live(cur, now):
+                return [E.deadline(self.ttl, now), default + delta]
+            v = cur[1] if len(cur) == 2 else E.value_of(cur)
+            if type(v) is not int:
+                raise InvalidArgumentError(
+                    f"cache {self.name!r}: the value at {key!r} is a {type(v).__name__}, "
+                    "not an int", hint="incr works on int values only")
+            return [cur[0], v + delta]
         lock = self._lock
         lock.acquire_write()
         try:
-            cur = self._current(key, _time())
-            if cur is None:
-                n = default + delta
-                body = [E.deadline(self.ttl), n]
-            else:
-                v = E.value_of(cur)
-                if type(v) is not int:
-                    raise InvalidArgumentError(
-                        f"cache {self.name!r}: the value at {key!r} is a {type(v).__name__}, "
-                        "not an int", hint="incr works on int values only")
-                n = v + delta
-                body = [cur[0], n]
-            self._put(key, body)
-            return n
+            return self._change(key, add_to)[1]
         finally:
             lock.release_write()
 
@@ -194,12 +230,10 @@ class Cache:
         default ttl; ``math.inf``: never); False when it holds no live value."""
         key = E.check_key(key)
         ttl = self.ttl if ttl is None else E.check_ttl(ttl)
+        now = _time()
         with self._lock.write_lock():
-            cur = self._current(key, _time())
-            if cur is None:
-                return False
-            self._store.apply(((key, [E.deadline(ttl), *cur[1:]], PUT),))
-            return True
+            return self._change(key, lambda cur: [E.deadline(ttl, now), *cur[1:]]
+                                if self._live(cur, now) else None) is not None
 
     def clear(self) -> None:
         """Remove every entry, for every process, and give the memory back."""
@@ -215,6 +249,15 @@ class Cache:
                 name: str | None = None) -> Callable[[Callable], Callable]:
         """A decorator whose results every process shares (memoize.py)."""
         return memoizer(self, E.check_ttl(ttl), timeout, name)
+
+
+def _forget_counter_slots() -> None:
+    # A forked child must not add to its parent's counter slot.
+    for cache in list(_open_caches):
+        cache._hits_w = cache._misses_w = None
+
+
+os.register_at_fork(after_in_child=_forget_counter_slots)
 
 
 def _reopen_cache(db_type: Any, db_name: str, name: str) -> Cache:

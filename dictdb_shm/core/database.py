@@ -145,11 +145,13 @@ class DictDB:
     # --------------------------------------------------------------- tables
     def create_table(self, table_name: str, primary_key: str = "id",
                      schema: Mapping[str, type] | None = None, *,
-                     exist_ok: bool = False) -> Table:
+                     exist_ok: bool = False, ttl: float | None = None) -> Table:
         """Create a table every attached process sees.  DuplicateTableError
         when it exists, unless ``exist_ok`` and it has this primary key: then
         the existing table (so every worker of a pool can run the same
-        start-up code)."""
+        start-up code).  With ``ttl`` (seconds) a record expires that long
+        after its last write: no read returns it, and the coordinator
+        deletes it (engine/expiry.py, coordinator/sweep.py)."""
         names.check_table_name(table_name)
         if names.is_cache_table(table_name):
             raise InvalidNameError(f"table names starting with {names.CACHE_TABLE_PREFIX!r} "
@@ -159,6 +161,11 @@ class DictDB:
             raise InvalidArgumentError("primary_key must be a non-empty field name")
         self._attachment()
         meta = {"pk": primary_key, "schema": schemas.encode_schema(schema, primary_key)}
+        if ttl is not None:
+            if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < 2**27:
+                raise InvalidArgumentError(f"ttl must be a positive number of seconds (under "
+                                           f"4 years) or None, not {ttl!r}")
+            meta["ttl"] = float(ttl)
         try:
             client.request(self._name, "create_table", table_name, meta)
         except DuplicateTableError:

@@ -56,3 +56,21 @@ def entries_from(store: Any, start: int, limit: int) -> tuple[list[Entry], int]:
         if len(out) >= limit:
             break
     return out, i
+
+
+def stamp_of_key(store: Any, pk: Any) -> int | None:
+    """Under the write lock: the stamp of ``pk``'s live record, or None."""
+    try:
+        pk = R.normalize_key(pk)
+        pkb = R._packb(pk)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not store.desc.dir_cap:
+        return None
+    h, int_key = R.key_hash(pk, pkb)
+    cap = store.desc.dir_cap
+    off = R.probe(L.words(store.directory), store.heap, 64 - (cap.bit_length() - 1), cap - 1,
+                  h, pkb, int_key)[1]
+    if off < 0 or R.HEAD.unpack_from(store.heap, off)[2] != R.KIND_VALUE:
+        return None
+    return _STAMP(store.heap, off + R.STAMP_AT)[0]

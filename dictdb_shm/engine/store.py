@@ -67,7 +67,6 @@ _MASK64, _GOLDEN = R.MASK64, R.GOLDEN
 _HDR = R.RECORD_HEADER
 _SHIFT = R.ENTRY_SHIFT
 _TornRead = R.TornRead
-_probe = R.probe
 _STAMPS, _STAMP_MASK = R.STAMPS_PER_SECOND, R.STAMP_MASK
 Descriptor = L.Descriptor
 
@@ -129,71 +128,6 @@ class TableStore(TableMapping):
             self._check_table()
             found = self._lookup(key, *R.key_hash(pk, key))
         return default if found is None else found
-
-    _stamps: Any = None          # the heap as u32 words, for get_stamped
-    _stamps_of: Any = None       # ... of this heap mapping
-
-    def get_stamped(self, pk: Any, default: Any, stamp: int) -> Any:
-        """``get`` for a cache (dictdb_shm/cache/): on a hit, also store
-        ``stamp`` in the record's stamp word (records.STAMP_AT), the access
-        time its eviction reads.  Lock-free: the 4-byte store is made only
-        after ``seq`` proved the record committed, and writers never write a
-        committed record's stamp, so it lands on no byte anyone else writes
-        (a store racing a compaction's copy only loses that one stamp)."""
-        if type(pk) is int and _INT_MIN <= pk <= _INT_MAX:
-            h = ((pk & _MASK64) * _GOLDEN) & _MASK64
-            pkb, flag = None, _INT_ENTRY
-        else:
-            try:
-                pk = R.normalize_key(pk)
-                pkb = R._packb(pk)
-            except (TypeError, ValueError, OverflowError):
-                return default
-            h, flag = R.key_hash(pk, pkb)
-        w, seq_w = self._w, self._seq_w
-        for _ in range(OPTIMISTIC_TRIES):
-            seq = self._begin_read()
-            if seq < 0:
-                break
-            heap = self.heap
-            try:
-                off = _probe(self._dw, heap, self._shift, self._mask, h, pkb, flag)[1] \
-                    if self._mask else -1
-                if off >= 0:
-                    _, blen, kind, _, pklen = _RHEAD(heap, off)
-                    start = off + _HDR + pklen
-                    found = _unpackb(heap[start:start + blen], strict_map_key=False) \
-                        if kind == _VALUE else None
-                elif off == R.PROBE_FULL:
-                    found = _TornRead
-                else:
-                    found = None
-            except Exception:  # torn bytes: seq decides below
-                found = _TornRead
-            if w[seq_w] == seq and found is not _TornRead:
-                if found is None:
-                    return default
-                sw = self._stamps if self._stamps_of is heap else self._stamp_view(heap)
-                sw[(off + R.STAMP_AT) >> 2] = stamp
-                return found
-        with self.lock.read_lock():
-            self._check_table()
-            heap = self.heap
-            key = R._packb(pk) if pkb is None else pkb
-            off = _probe(self._dw, heap, self._shift, self._mask, h, key, flag)[1] \
-                if self._mask else -1
-            if off < 0:
-                return default
-            _, blen, kind, _, pklen = _RHEAD(heap, off)
-            if kind != _VALUE:
-                return default
-            self._stamp_view(heap)[(off + R.STAMP_AT) >> 2] = stamp
-            return _decode(heap, off + _HDR + pklen, blen)
-
-    def _stamp_view(self, heap: Any) -> Any:
-        self._stamps = memoryview(heap).cast("I")
-        self._stamps_of = heap
-        return self._stamps
 
     def _lookup(self, pkb: bytes, h: int, int_key: int) -> Any:
         """The record of the key with bytes ``pkb`` and hash ``h``, or None."""
