@@ -11,8 +11,10 @@ Package map (one idea per folder):
 * ``query/``       the query DSL as data, its evaluation and result shaping
 * ``core/``        the public DictDB and Table objects
 * ``coordinator/`` the per-database process that creates and removes things
+* ``cache/``       the shared cache: ``db.cache(name)``, TTL, eviction, memoize
 """
 
+from dictdb_shm.cache.cache import Cache
 from dictdb_shm.core.database import DictDB
 from dictdb_shm.core.table import Table
 from dictdb_shm.persistence.backups import BackupManager, apply_delta
@@ -29,7 +31,7 @@ from dictdb_shm.query import (And, Avg, Compare, Condition, Count, Field, Max, M
 __version__ = "0.1.0"
 
 __all__ = [
-    "DictDB", "Table", "BackupManager", "apply_delta",
+    "DictDB", "Table", "Cache", "BackupManager", "apply_delta",
     "Condition", "Field", "Compare", "And", "Or", "Not",
     "Count", "Sum", "Avg", "Min", "Max",
     "DictDBError", "DuplicateKeyError", "DuplicateTableError", "RecordNotFoundError",

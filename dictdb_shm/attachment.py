@@ -15,6 +15,8 @@ import posix_ipc
 
 from dictdb_shm import names
 from dictdb_shm.engine.catalog import Catalog, TableEntry
+from dictdb_shm.engine.cache_store import CacheStore
+from dictdb_shm.engine.expiry import TtlStore
 from dictdb_shm.engine.store import TableStore
 from dictdb_shm.errors import TableNotFoundError
 from dictdb_shm.lock.rwlock import TableLock
@@ -78,8 +80,12 @@ class Attachment:
                     raise TableNotFoundError(f"table {entry.name!r} was dropped") from None
                 lock = TableLock(self.db, entry.name, entry.uid, self.catalog.buf,
                                  entry.index, drain, self.lock_timeout)
-                store = TableStore(self.db, entry.name, self.catalog.buf, entry.index,
-                                   entry.uid, lock)
+                ttl = entry.meta.get("ttl")
+                kind = CacheStore if names.is_cache_table(entry.name) else \
+                    TtlStore if ttl else TableStore
+                store = kind(self.db, entry.name, self.catalog.buf, entry.index, entry.uid, lock)
+                if ttl:
+                    store.set_ttl(ttl)
                 lock.recover = store.recover
                 pair = (lock, store)
                 self._tables[entry.uid] = pair

@@ -70,6 +70,20 @@ def check_table_name(name: object) -> str:
     return name
 
 
+CACHE_TABLE_PREFIX = "@cache:"
+
+
+def cache_table(name: str) -> str:
+    """The table that holds cache ``name`` (dictdb_shm/cache/): a table name
+    with a prefix user tables may not have, so caches stay out of
+    list_tables, saves and backups."""
+    return CACHE_TABLE_PREFIX + name
+
+
+def is_cache_table(table: str) -> bool:
+    return table.startswith(CACHE_TABLE_PREFIX)
+
+
 def private_db_name() -> str:
     return f"p{os.getpid()}-{secrets.token_hex(6)}"
 

@@ -3,8 +3,9 @@
 Owns: creating or adopting the catalog (and repairing what a coordinator that
 died left half done), creating and dropping tables (so those edits are
 serialised), destroying the database, and housekeeping: removing a private
-database whose creator died, and repairing tables whose lock holder died
-even when nobody waits on them.  Must never: sit on the data path; workers
+database whose creator died, repairing tables whose lock holder died even
+when nobody waits on them, and sweeping expired cache entries and TTL
+records (sweep.py).  Must never: sit on the data path; workers
 read and write shared memory without it.
 
 One coordinator per database: it holds the claim on the catalog file
@@ -49,6 +50,7 @@ import msgpack
 from dictdb_shm import errors, names
 from dictdb_shm.attachment import Attachment
 from dictdb_shm.coordinator import claim, protocol, teardown
+from dictdb_shm.coordinator.sweep import Sweeper
 from dictdb_shm.engine.catalog import Catalog, remove_database_objects
 from dictdb_shm.engine.segment import unlink
 from dictdb_shm.persistence.backup_service import BackupService
@@ -76,6 +78,7 @@ class Coordinator:
         self.db = db
         self.keeper = keeper                 # a durable database's persistence (keeper.py)
         self.backups: BackupService | None = None
+        self.sweeper: Sweeper | None = None  # expired cache entries and TTL records (sweep.py)
         self.private = private
         self.owner = owner
         self.existing_only = existing_only
@@ -159,6 +162,7 @@ class Coordinator:
         if self.keeper is not None:
             self.keeper.open(self.att)
         self.backups = BackupService(self.db, self.att)
+        self.sweeper = Sweeper(self.att)
         self.backups.resume()
         self.att.catalog.set_coordinator(*own_identity())
 
@@ -358,6 +362,8 @@ class Coordinator:
             self.keeper.tick(self._edit)
         if self.backups is not None:
             self.backups.tick()
+        if self.sweeper is not None:
+            self.sweeper.tick(self._edit)
         with self._edit:
             for entry in self.att.catalog.entries():
                 lock, _ = self.att.table(entry)

@@ -27,12 +27,14 @@ from typing import Any, Mapping
 
 from dictdb_shm import names
 from dictdb_shm.attachment import Attachment
+from dictdb_shm.cache import settings as cache_settings
+from dictdb_shm.cache.cache import Cache
 from dictdb_shm.coordinator import client
 from dictdb_shm.core import schema as schemas
 from dictdb_shm.core.table import Table
 from dictdb_shm.engine.catalog import TableEntry
 from dictdb_shm.errors import (CorruptionError, DatabaseClosedError, DuplicateTableError,
-                               InvalidArgumentError, TableNotFoundError)
+                               InvalidArgumentError, InvalidNameError, TableNotFoundError)
 from dictdb_shm.persistence import durable, saveload
 from dictdb_shm.persistence.csv_io import import_csv
 from dictdb_shm.procinfo import own_identity
@@ -143,16 +145,27 @@ class DictDB:
     # --------------------------------------------------------------- tables
     def create_table(self, table_name: str, primary_key: str = "id",
                      schema: Mapping[str, type] | None = None, *,
-                     exist_ok: bool = False) -> Table:
+                     exist_ok: bool = False, ttl: float | None = None) -> Table:
         """Create a table every attached process sees.  DuplicateTableError
         when it exists, unless ``exist_ok`` and it has this primary key: then
         the existing table (so every worker of a pool can run the same
-        start-up code)."""
+        start-up code).  With ``ttl`` (seconds) a record expires that long
+        after its last write: no read returns it, and the coordinator
+        deletes it (engine/expiry.py, coordinator/sweep.py)."""
         names.check_table_name(table_name)
+        if names.is_cache_table(table_name):
+            raise InvalidNameError(f"table names starting with {names.CACHE_TABLE_PREFIX!r} "
+                                   "are reserved for caches", hint="use db.cache(name) "
+                                   "for a cache, or another table name")
         if not isinstance(primary_key, str) or not primary_key:
             raise InvalidArgumentError("primary_key must be a non-empty field name")
         self._attachment()
         meta = {"pk": primary_key, "schema": schemas.encode_schema(schema, primary_key)}
+        if ttl is not None:
+            if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < 2**27:
+                raise InvalidArgumentError(f"ttl must be a positive number of seconds (under "
+                                           f"4 years) or None, not {ttl!r}")
+            meta["ttl"] = float(ttl)
         try:
             client.request(self._name, "create_table", table_name, meta)
         except DuplicateTableError:
@@ -173,7 +186,8 @@ class DictDB:
             cached = self._tables.get(table_name)
             if cached is not None and att.catalog.is_current(*cached[0]):
                 return cached[1]
-            entry = next((e for e in self._entries(att) if e.name == table_name), None)
+            entry = next((e for e in self._entries(att) if e.name == table_name
+                          and not names.is_cache_table(e.name)), None)
             if entry is None:
                 raise TableNotFoundError(f"no table {table_name!r} in database {self._name!r}")
             table = Table._open(self, table_name, entry.meta, att.table(entry)[1])
@@ -187,7 +201,20 @@ class DictDB:
             self._tables.pop(table_name, None)
 
     def list_tables(self) -> list[str]:
-        return [e.name for e in self._entries(self._attachment())]
+        return [e.name for e in self._entries(self._attachment())
+                if not names.is_cache_table(e.name)]
+
+    # --------------------------------------------------------------- caches
+    def cache(self, name: str, *, max_items: int | None = None, max_bytes: int | None = None,
+              ttl: float | None = None, serializer: str | None = None) -> Cache:
+        """The shared cache ``name`` (created when new): the same entries for
+        every process that opens it.  ``ttl`` is the default lifetime of an
+        entry in seconds; past ``max_items`` or ``max_bytes`` the least
+        recently used entries are evicted (approximately: cache/eviction.py);
+        ``serializer="pickle"`` takes any picklable value (trusted data only).
+        Settings are fixed at creation; None takes the existing ones."""
+        asked = cache_settings.requested(max_items, max_bytes, ttl, serializer)
+        return cache_settings.open_cache(self, self._attachment(), name, asked)
 
     def _entries(self, att: Attachment) -> list[TableEntry]:
         """The catalog's tables.  A coordinator that died in the middle of an

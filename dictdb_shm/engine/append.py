@@ -30,11 +30,12 @@ _HDR = R.RECORD_HEADER
 
 def append_records(desc: Descriptor, heap: Any, dw: Any, shift: int, mask: int,
                    batch: list[R.Change], indexed: bool,
-                   table: str) -> tuple[Descriptor, list]:
+                   table: str, stamp: int = 0) -> tuple[Descriptor, list]:
     """Write each change's record after ``desc.heap_end`` and point its entry
     in the directory (``dw``: its words, layout.words) at it.  Returns the descriptor to commit and, when
     ``indexed``, the touched (slot, old record offset or -1, new record or
-    None) for the indexes.  Hot path: one probe and three copies per change."""
+    None) for the indexes.  ``stamp`` (records.stamp_of) goes in every
+    record's header.  Hot path: one probe and three copies per change."""
     used, live, next_pk = desc.dir_used, desc.live, desc.next_pk
     garbage, live_bytes = desc.garbage, desc.live_bytes
     log = desc.heap_cap + R.LOG_ENTRY.size * desc.n_records
@@ -72,7 +73,7 @@ def append_records(desc: Descriptor, heap: Any, dw: Any, shift: int, mask: int,
                 used += 1
             prev = 0
             old_off = -1
-        _RHDR_PUT(heap, off, total, len(body), kind, flags, pklen, 0, prev, h)
+        _RHDR_PUT(heap, off, total, len(body), kind, flags, pklen, stamp, prev, h)
         start = off + _HDR
         heap[start:start + pklen] = pkb
         heap[start + pklen:start + pklen + len(body)] = body

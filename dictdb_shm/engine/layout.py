@@ -86,6 +86,9 @@ Store region::
     +24   u64 txn_end  high-water mark of the running write (bytes to zero on undo)
     +32   u64 index_dirty  1 while a write edits the index segment in place
     +64   descriptor 0 (DESC_SIZE bytes)   +192 descriptor 1
+    +512  a cache's words (STORE_CACHE: CACHE_* below): evictions, expired,
+          the eviction hand, counters, then CACHE_PROCESS_SLOTS per-process
+          (pid, start ticks, hits, misses)
 
 A descriptor says where the table's data is; a commit writes the inactive one
 and then flips ``active`` with one 8-byte store (see store.py).
@@ -175,6 +178,20 @@ STORE_DESC = 64
 DESC_SIZE = 128
 SEQ_DROPPED = (1 << 64) - 1                  # odd, so lock-free readers stop
 
+# A cache's shared words (dictdb_shm/cache/counters.py), in its table's store
+# region after the descriptors; zero for a table that is no cache.
+STORE_CACHE = 512
+CACHE_EVICTIONS = 0          # written under the table's write lock
+CACHE_EXPIRED = 8            # ... and by the coordinator's sweep, under it too
+CACHE_HAND = 16              # the eviction sample's next directory slot
+CACHE_RETIRED_HITS = 24      # counts of ended processes, folded in under the lock
+CACHE_RETIRED_MISSES = 32
+CACHE_SPARE_HITS = 40        # for processes beyond CACHE_PROCESS_SLOTS (relaxed: approximate)
+CACHE_SPARE_MISSES = 48
+CACHE_PROCESSES = 64         # per process: pid, start ticks, hits, misses
+CACHE_PROCESS_SLOTS = 32
+CACHE_PROCESS_SIZE = 32
+
 # The descriptor's byte form: the fields of Descriptor below, in order.
 DESCRIPTOR = struct.Struct("<14Q")
 
@@ -203,7 +220,9 @@ EMPTY_TABLE = Descriptor(0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0)
 TRACK_LOST = (1 << 64) - 1
 
 
-if DESCRIPTOR.size > DESC_SIZE or LOCK_MUTEX + LOCK_MUTEX_SIZE > LOCK_REGION_SIZE or \
+if STORE_DESC + 2 * DESC_SIZE > STORE_CACHE or STORE_CACHE + CACHE_PROCESSES + \
+        CACHE_PROCESS_SLOTS * CACHE_PROCESS_SIZE > STORE_REGION_SIZE or \
+        DESCRIPTOR.size > DESC_SIZE or LOCK_MUTEX + LOCK_MUTEX_SIZE > LOCK_REGION_SIZE or \
         SOCKET_PATH_AT + SOCKET_PATH_LEN.size + SOCKET_PATH_MAX > PERSIST_PATH_AT or \
         PERSIST_PATH_AT + PERSIST_PATH_LEN.size + PERSIST_PATH_MAX > BACKUPS_AT or \
         BACKUPS_AT + BACKUPS_LEN.size + BACKUPS_MAX > SLOTS_AT:

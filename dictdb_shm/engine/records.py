@@ -15,7 +15,9 @@ RecordHeap segment: records back to back from offset 0, each 8-aligned::
                         SLOT_WAS_EMPTY (its directory slot was empty before),
                         INT_KEY (the key is an int in [-2**63, 2**63))
     +10  u16 pk_len
-    +12  u32 reserved
+    +12  u32 stamp      when the record was written (STAMPS_PER_SECOND
+                        units of the wall clock, mod 2**32); a cache's
+                        lock-free reads overwrite it with the last access
     +16  u64 prev + 1   the version this one replaced, 0 if none
     +24  u64 hash       key hash, so undo can find the directory slot
     +32  msgpack primary key, then msgpack body, then zero padding
@@ -71,6 +73,10 @@ HEAD = struct.Struct("<IIBBH")               # total, body_len, kind, flags, pk_
 PREV_HASH = struct.Struct("<QQ")             # at PREV_HASH_AT
 RECORD_HEADER = HEADER.size                  # 32: the key starts here
 FLAGS_AT = 9
+STAMP_AT = 12                                # the u32 stamp: 4-aligned in an 8-aligned record
+STAMP = struct.Struct("<I")
+STAMPS_PER_SECOND = 16
+STAMP_MASK = (1 << 32) - 1
 PREV_HASH_AT = 16
 ALIGN = 8                                    # records start 8-aligned
 
@@ -102,6 +108,16 @@ MAX_LOAD = 0.7             # most entries a directory or index table holds per s
 class TornRead(Exception):
     """A lock-free read saw bytes that cannot be right (a writer was at work);
     the read is retried, and under the lock if need be."""
+
+
+def stamp_of(seconds: float) -> int:
+    """The record stamp of the wall-clock time ``seconds``."""
+    return int(seconds * STAMPS_PER_SECOND) & STAMP_MASK
+
+
+def stamp_age(now_stamp: int, stamp: int) -> float:
+    """Seconds from ``stamp`` to ``now_stamp`` (stamps wrap every 8.5 years)."""
+    return ((now_stamp - stamp) & STAMP_MASK) / STAMPS_PER_SECOND
 
 
 def heap_segment_size(cap: int) -> int:

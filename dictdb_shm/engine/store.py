@@ -36,6 +36,7 @@ through the lock, when a writer died.  Invariants:
 from __future__ import annotations
 
 import platform
+from time import time as _now
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from dictdb_shm.engine import bulk, growth, indexing, search
@@ -67,6 +68,7 @@ _MASK64, _GOLDEN = R.MASK64, R.GOLDEN
 _HDR = R.RECORD_HEADER
 _SHIFT = R.ENTRY_SHIFT
 _TornRead = R.TornRead
+_STAMPS, _STAMP_MASK = R.STAMPS_PER_SECOND, R.STAMP_MASK
 Descriptor = L.Descriptor
 
 
@@ -175,6 +177,13 @@ class TableStore(TableMapping):
         except (TypeError, ValueError, OverflowError):
             return None
         return self._lookup(pkb, *R.key_hash(pk, pkb))
+
+    def lookup_locked(self, pk: Any) -> Any:
+        """Under the table's write lock: the record or None (the current
+        segments mapped first), for read-modify-write calls such as a
+        cache's incr."""
+        self._check_table()
+        return self.lookup(pk)
 
     def scan(self) -> Iterator[dict]:
         """Inside ``read``: every live record, in the order they were last
@@ -338,7 +347,8 @@ class TableStore(TableMapping):
         desc = self.desc
         self._w[self._txn_w] = desc.heap_end + nbytes
         new, touched = append_records(self.desc, self.heap, self._dw, self._shift,
-                                      self._mask, batch, bool(self.indexes_by_field), self.table)
+                                      self._mask, batch, bool(self.indexes_by_field), self.table,
+                                      int(_now() * _STAMPS) & _STAMP_MASK)
         if not self.indexes_by_field:
             self.publish(new)
             return

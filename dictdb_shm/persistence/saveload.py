@@ -44,7 +44,7 @@ def fspath(path: Any) -> str:
 def images_of(att: Any, timeout: float = DEFAULT_TIMEOUT) -> list[TableImage]:
     """Every table of the attachment ``att`` as of one instant."""
     for attempt in range(CAPTURE_ATTEMPTS):
-        entries = att.catalog.entries()
+        entries = [e for e in att.catalog.entries() if not names.is_cache_table(e.name)]
         try:
             return capture([(e.name, e.meta, att.table(e)[1]) for e in entries], timeout)
         except TableNotFoundError:
