@@ -352,19 +352,6 @@ class Index:
         memoryview(other.buf)[other.values:other.values + end - self.values] = \
             memoryview(self.buf)[self.values:end]          # one copy, no temporary
 
-    def _add_unsorted(self, slot: int, ident: tuple[int, bytes]) -> None:
-        vh = ident[0]
-        buf = self.buf
-        i, head, count = self._find(vh)
-        if not head:
-            kind, distinct, used, n_sorted, n_over = self.header()
-            self._set(1, distinct + 1)
-            self._set(2, used + 1)
-        else:
-            _U32.pack_into(buf, self.links + 16 * (head - 1), slot + 1)
-        _LINK.pack_into(buf, self.links + 16 * slot, 0, head, vh)
-        _VAL.pack_into(buf, self.values + 16 * i, vh, slot + 1, count + 1)
-
     def _write_sorted(self, pairs: list[tuple[bytes, int]]) -> None:
         buf, base = self.buf, self.sorted
         packed = b"".join(_KEYED.pack(k, vh) for k, vh in pairs)
@@ -431,21 +418,3 @@ def layout(kinds: list[int], dir_cap: int) -> list[int]:
         offsets.append(pos)
         pos += index_size(kind, dir_cap)
     return offsets
-
-
-def build(indexes: list[Index], fields: list[str],
-          rows: Iterable[tuple[int, dict]]) -> None:
-    """Fill fresh ``indexes`` (on ``fields``) from ``(directory slot, record)`` rows,
-    decoding each record once for all of them."""
-    pairs = list(zip(indexes, fields))
-    keys: list[dict[int, bytes]] = [{} for _ in indexes]
-    for slot, record in rows:
-        for n, (ix, field) in enumerate(pairs):
-            ident = identity(record.get(field))
-            if ident is not None:
-                ix._add_unsorted(slot, ident)
-                if ix.kind == KIND_SORTED:
-                    keys[n][ident[0]] = ident[1]
-    for n, ix in enumerate(indexes):
-        if ix.kind == KIND_SORTED:
-            ix._write_sorted(sorted((k, vh) for vh, k in keys[n].items()))

@@ -72,17 +72,6 @@ def segment_bytes(indexes: dict[str, AnyIndex], dir_cap: int) -> int:
         else IX.index_size(ix.kind, dir_cap) for ix in indexes.values())
 
 
-def live_by_slot(dir_buf: Any, dir_cap: int, heap: Any) -> Iterator[tuple[int, dict]]:
-    """(directory slot, record) of every live record a directory points at."""
-    for slot in range(dir_cap):
-        eo = _ENTRY(dir_buf, R.entry_at(slot))[1]
-        if eo == 0 or eo == _TOMB:
-            continue
-        record = R.decode_at(heap, R.entry_record(eo))
-        if record is not None:
-            yield slot, record
-
-
 def build_segment(make: Callable[[int], Segment], defs: Definitions, dir_buf: Any,
                   dir_cap: int, heap: Any,
                   keep: dict[str, AnyIndex] | None = None) -> Segment:
