@@ -124,14 +124,15 @@ class Worker:
             return ""
 
 
-@pytest.fixture
-def spawn() -> Iterator:
+def spawner(script: str) -> Iterator:
+    """Start ``script scenario args...`` workers; kill and close them all at
+    the end (the body of the ``spawn`` fixtures)."""
     started: list[Worker] = []
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
 
     def start(scenario: str, *args: object) -> Worker:
-        proc = subprocess.Popen([sys.executable, WORKERS, scenario, *map(str, args)],
+        proc = subprocess.Popen([sys.executable, script, scenario, *map(str, args)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=env,
                                 start_new_session=True)
@@ -145,6 +146,11 @@ def spawn() -> Iterator:
         for stream in (w.proc.stdin, w.proc.stdout, w.proc.stderr):
             if stream:
                 stream.close()
+
+
+@pytest.fixture
+def spawn() -> Iterator:
+    yield from spawner(WORKERS)
 
 
 needs_private_shm = pytest.mark.skipif(

@@ -12,14 +12,13 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 from typing import Iterator
 
 import pytest
 
-from conftest import ROOT, Worker, wait_until
+from conftest import ROOT, Worker, spawner, wait_until
 from dictdb_shm import (DictDB, InvalidArgumentError, InvalidNameError, LockTimeoutError,
                         UnstorableValueError)
 
@@ -29,24 +28,7 @@ CACHE_WORKERS = os.path.join(ROOT, "tests", "cache_workers.py")
 @pytest.fixture
 def spawn_cache() -> Iterator:
     """conftest's ``spawn`` for tests/cache_workers.py scenarios."""
-    started: list[Worker] = []
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
-
-    def start(scenario: str, *args: object) -> Worker:
-        proc = subprocess.Popen([sys.executable, CACHE_WORKERS, scenario, *map(str, args)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, start_new_session=True)
-        w = Worker(proc)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.kill()
-        for stream in (w.proc.stdin, w.proc.stdout, w.proc.stderr):
-            if stream:
-                stream.close()
+    yield from spawner(CACHE_WORKERS)
 
 
 @pytest.fixture

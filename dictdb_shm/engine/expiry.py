@@ -54,15 +54,10 @@ class TtlStore(TableStore):
         found = self.read(lambda s: s.lookup(pk))
         return default if found is None else found
 
-    def lookup(self, pk: Any) -> Any:
-        try:
-            pk = R.normalize_key(pk)
-            pkb = R._packb(pk)
-        except (TypeError, ValueError, OverflowError):
-            return None
+    def _lookup(self, pkb: bytes, h: int, int_key: int) -> Any:
+        # TableStore.lookup encodes the key; only the probe's answer differs.
         if not self._mask:
             return None
-        h, int_key = R.key_hash(pk, pkb)
         heap = self.heap
         off = R.probe(self._dw, heap, self._shift, self._mask, h, pkb, int_key)[1]
         if off == R.PROBE_FULL:
