@@ -43,6 +43,7 @@ REMOVE = object()          # change_one's decide() result: delete the key
 class CacheStore(TableStore):
     """A TableStore with a cache's single-key calls (module docstring)."""
 
+    STAMPED = True
     _stamps: Any = None          # the heap as u32 words, for get_stamped
     _stamps_of: Any = None       # ... of this heap mapping
 

@@ -37,6 +37,7 @@ def now_stamp() -> int:
 class TtlStore(TableStore):
     """A TableStore whose records expire ``ttl`` seconds after their last write."""
 
+    STAMPED = True
     ttl_stamps = 0                  # the ttl in stamp units; set by attachment.py
 
     def set_ttl(self, seconds: float) -> None:

@@ -16,8 +16,9 @@ RecordHeap segment: records back to back from offset 0, each 8-aligned::
                         INT_KEY (the key is an int in [-2**63, 2**63))
     +10  u16 pk_len
     +12  u32 stamp      when the record was written (STAMPS_PER_SECOND
-                        units of the wall clock, mod 2**32); a cache's
-                        lock-free reads overwrite it with the last access
+                        units of the wall clock, mod 2**32) in stores that
+                        read it (expiring tables, caches; 0 in others); a
+                        cache's lock-free reads overwrite it with the last access
     +16  u64 prev + 1   the version this one replaced, 0 if none
     +24  u64 hash       key hash, so undo can find the directory slot
     +32  msgpack primary key, then msgpack body, then zero padding

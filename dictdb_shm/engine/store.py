@@ -76,6 +76,10 @@ class TableStore(TableMapping):
     """The storage engine of one table (see the module docstring); the
     mapping of its segments is TableMapping's (mapping.py)."""
 
+    # Whether writes put the wall clock in each record's stamp: only stores
+    # that read it back (expiry, a cache's eviction) pay for the clock.
+    STAMPED = False
+
     # -------------------------------------------------------------- point read
     def get(self, pk: Any, default: Any = None) -> Any:
         """The record with primary key ``pk``, or ``default``.  Lock-free.
@@ -348,7 +352,7 @@ class TableStore(TableMapping):
         self._w[self._txn_w] = desc.heap_end + nbytes
         new, touched = append_records(self.desc, self.heap, self._dw, self._shift,
                                       self._mask, batch, bool(self.indexes_by_field), self.table,
-                                      int(_now() * _STAMPS) & _STAMP_MASK)
+                                      int(_now() * _STAMPS) & _STAMP_MASK if self.STAMPED else 0)
         if not self.indexes_by_field:
             self.publish(new)
             return
