@@ -110,3 +110,17 @@ def test_a_compacted_image_rebuilds_a_used_table(db):
     assert copy.all() == src.all()
     check_indexes_against_scan(copy, ["age"], [0, 2, 5])
     assert copy.insert({"x": 1}) == src.insert({"x": 1}) == 3001   # next_pk kept
+
+
+def test_directory_entries_that_run_past_the_last_slot_wrap_to_the_first():
+    """Keys whose home slots crowd the end of the directory continue their
+    probe paths from slot 0, as linear probing does, and every key is found."""
+    from dictdb_shm.engine import records as R
+    cap, shift = 8, 61                               # home slot: the top 3 bits
+    hashes = [(7 << 61) | i for i in range(1, 5)] + [(3 << 61) | 9, (0 << 61) | 5]
+    offsets = [8 * i for i in range(len(hashes))]
+    image = bulk.HeapImage(b"", hashes, offsets, R.INT_ENTRY, 1)
+    words = [int(w) for w in bulk._fill_directory(cap, image, "t")]
+    assert sum(1 for i in range(cap) if words[2 * i + 1]) == len(hashes)
+    for h, off in zip(hashes, offsets):
+        assert R.probe(words, b"", shift, cap - 1, h, b"", R.INT_ENTRY)[1] == off

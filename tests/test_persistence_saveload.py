@@ -166,6 +166,8 @@ def test_saves_are_one_instant_while_two_processes_write(db_name, spawn, tmp_pat
     follower = spawn("follow_batches", db_name, "a", "b", batches, size)
     writer.expect("READY")
     follower.expect("READY")
+    writer.send("GO")
+    writer.expect("ACK")                 # so the first save already sees rows arriving
     files = []
     while len(files) < 12 and follower.proc.poll() is None:
         for fmt in ("json", "pickle"):

@@ -433,14 +433,17 @@ def watch_word(segment: str, first: str, second: str, stop: str) -> None:
     out("RESULT", json.dumps({"reads": reads, "torn": torn}))
 # ------------------------------------------------------------- persistence
 def write_batches(db: str, table: str, batches: str, size: str) -> None:
-    """Insert ``batches`` lists of ``size`` rows (ids j*size .. j*size+size-1),
-    one call each, printing each acknowledged batch: ``ACK j``."""
+    """Once told ``GO`` on stdin, insert ``batches`` lists of ``size`` rows
+    (ids j*size .. j*size+size-1), one call each and 2 ms apart, so a test's
+    saves overlap them; prints each acknowledged batch: ``ACK j``."""
     t = DictDB.attach(db).get_table(table)
     out("READY")
+    sys.stdin.readline()
     n = int(size)
     for j in range(int(batches)):
         t.insert([{"id": j * n + i, "batch": j, "pad": "p" * (i % 7)} for i in range(n)])
         out("ACK", j)
+        time.sleep(0.002)
     out("RESULT", "done")
 
 

@@ -30,6 +30,8 @@ from itertools import accumulate, chain, repeat
 from operator import itemgetter
 from typing import Any, NamedTuple, Sequence
 
+import numpy as np
+
 from dictdb_shm import names
 from dictdb_shm.engine import growth, indexing
 from dictdb_shm.engine import index as IX
@@ -218,7 +220,7 @@ def build(image: HeapImage, indexes: dict[str, str], table: str) -> BuiltTable:
     n = image.count
     dir_cap = growth.directory_capacity(n)
     log = array("Q", image.offsets)
-    directory, _ = _fill_directory(dir_cap, image, table, False)
+    directory = _fill_directory(dir_cap, image, table)
     index: Any = b""
     if defs:
         # The same builder as create_index (every kind, columns included),
@@ -230,37 +232,54 @@ def build(image: HeapImage, indexes: dict[str, str], table: str) -> BuiltTable:
     return BuiltTable(image.heap, log, dir_cap, directory, index, n, image.next_pk)
 
 
-def _fill_directory(cap: int, image: HeapImage, table: str,
-                    want_slots: bool) -> tuple[array, list[int]]:
-    """A directory of ``cap`` slots holding an entry for every record of
-    ``image``, placed by linear probing, and (``want_slots``) the slot of
-    each.  DuplicateKeyError for a key met twice.  The one per-record Python
-    loop of a build: probes read a byte per slot (a table that stays in the
-    cache), entries are stored straight into the u64 array copied out whole."""
-    taken = bytearray(cap)
-    words = array("Q", bytes(cap * R.ENTRY_SIZE))
-    mask = cap - 1
+def _fill_directory(cap: int, image: HeapImage, table: str) -> Any:
+    """A directory of ``cap`` slots (u64 words: hash, offset word) holding an
+    entry for every record of ``image``, as linear probing would place them.
+    DuplicateKeyError for a key met twice.  Vectorised: entries sorted by
+    home slot take the first free slot at or after it (a running maximum);
+    only those pushed past the last slot are placed one by one, wrapping."""
+    n = image.count
+    hashes = np.fromiter(image.hashes, np.uint64, n)
+    words = np.zeros(2 * cap, np.uint64)
+    if not n:
+        return words
+    flags = image.int_keys
+    entry = np.fromiter(image.offsets, np.uint64, n) + np.uint64(1)
+    if isinstance(flags, int):
+        entry |= np.uint64(flags)
+    else:
+        entry |= np.fromiter(flags, np.uint64, n)
+    # Sorted by hash is sorted by home slot (its top bits), and puts equal
+    # hashes side by side for the duplicate check.
+    order = np.argsort(hashes)
+    _refuse_duplicates(hashes, entry, order, image.heap, table)
     shift = 64 - (cap.bit_length() - 1)
-    slots: list[int] = []
-    put = slots.append
-    heap = image.heap
-    int_keys = image.int_keys
-    flag_of = repeat(int_keys) if isinstance(int_keys, int) else int_keys
-    for h, off, flag in zip(image.hashes, image.offsets, flag_of):
-        w = off + 1 | flag
-        i = h >> shift
-        if taken[i]:
-            while taken[i]:
-                if words[i + i] == h and _same_key(words[i + i + 1], w, heap):
-                    raise _duplicate(heap, w, table)
-                i = (i + 1) & mask
-        taken[i] = 1
-        j = i + i
-        words[j] = h
-        words[j + 1] = w
-        if want_slots:
-            put(i)
-    return words, slots
+    home = (hashes >> np.uint64(shift)).astype(np.int64) if shift < 64 else np.zeros(n, np.int64)
+    rank = np.arange(n)
+    slot = rank + np.maximum.accumulate(home[order] - rank)
+    fits = slot < cap
+    placed = order[fits]
+    words[2 * slot[fits]] = hashes[placed]
+    words[2 * slot[fits] + 1] = entry[placed]
+    mask = cap - 1
+    for i in order[~fits].tolist():              # past the end: probe on from slot 0
+        j = int(home[i])
+        while words[2 * j + 1]:
+            j = (j + 1) & mask
+        words[2 * j], words[2 * j + 1] = hashes[i], entry[i]
+    return words
+
+
+def _refuse_duplicates(hashes: Any, entry: Any, by_hash: Any, heap: Any, table: str) -> None:
+    """DuplicateKeyError when two records share a key: equal hashes, then
+    (for keys that are not ints, whose hash is not a bijection) equal bytes.
+    ``by_hash``: the records in hash order."""
+    sh = hashes[by_hash]
+    same = np.flatnonzero(sh[1:] == sh[:-1])
+    for k in same.tolist():
+        a, b = int(entry[by_hash[k]]), int(entry[by_hash[k + 1]])
+        if _same_key(a, b, heap):
+            raise _duplicate(heap, b, table)
 
 
 def _same_key(word_a: int, word_b: int, heap: Any) -> bool:
