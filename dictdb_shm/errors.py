@@ -10,6 +10,8 @@ so a log line alone says what went wrong and what to try.
 
 from __future__ import annotations
 
+import pickle
+
 
 class DictDBError(Exception):
     """Base of every error raised by dictdb_shm."""
@@ -110,6 +112,13 @@ class UnstorableValueError(DictDBError, TypeError):
     hint = ("records hold msgpack types only: None, bool, int (64-bit), float, str, bytes, "
             "list/tuple, and dicts whose keys are str, int or bytes; convert other values "
             "first")
+
+
+class UnpicklableValueError(UnstorableValueError, pickle.PicklingError):
+    """A value for a pickling store (the Django cache backend) that pickle
+    refused.  Also a pickle.PicklingError, as Django's own backends raise."""
+
+    hint = "store only picklable values (or make the object picklable)"
 
 
 class RecordTooLargeError(DictDBError, ValueError):

@@ -18,12 +18,11 @@ import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import gunicorn  # noqa: F401  (a test extra: pip install -e '.[test]')
 import pytest
 
 from conftest import ROOT, wait_until
 from dictdb_shm import DictDB, LockTimeoutError, names
-
-pytest.importorskip("gunicorn", reason="gunicorn is a test extra: pip install -e '.[test]'")
 
 CONFIG = os.path.join(ROOT, "tests", "webapp_gunicorn.py")
 REQUESTS, CLIENTS, TIMEOUT = 2000, 8, 10
