@@ -40,6 +40,7 @@ class Attachment:
         self.catalog = catalog
         self.lock_timeout = lock_timeout
         self.handles = 0
+        self.closed = False         # its catalog view is released: handles must not use it
         # A durable database's journal: every Table write call appends to it.
         path, code = catalog.persistence() if catalog.ready else (None, 0)
         self.journal = Journal(path, code, catalog.buf) if path else None
@@ -66,6 +67,7 @@ class Attachment:
             self.handles -= 1
             if self.handles <= 0 and _registry.get(self.db) is self:
                 del _registry[self.db]
+                self.closed = True
                 self.catalog.close()
 
     def forget(self) -> None:
@@ -73,6 +75,7 @@ class Attachment:
         with _registry_lock:
             if _registry.get(self.db) is self:
                 del _registry[self.db]
+            self.closed = True
             self.catalog.close()
 
     def table(self, entry: TableEntry) -> tuple[TableLock, TableStore]:

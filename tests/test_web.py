@@ -172,3 +172,28 @@ def test_worker_killed_mid_request_leaves_no_lock_stuck(serve, db_name):
     assert failed and not holder.is_alive()
     _exact(db_name, server.hits(200), 200)          # the server goes on (a new worker)
     db.close()
+
+
+def test_hooks_install_keep_the_configs_own_and_check_the_database(db_name):
+    from dictdb_shm import DatabaseClosedError, InvalidArgumentError
+    from dictdb_shm.contrib.gunicorn import DatabaseHooks
+    calls = []
+    namespace = {"on_starting": lambda server: calls.append("theirs"),
+                 "on_exit": lambda server: calls.append("their exit")}
+    hooks = DatabaseHooks(db_name, on_exit="keep",
+                          setup=lambda db: calls.append(db.create_table("t", exist_ok=True)))
+    hooks.install(namespace)
+    namespace["on_starting"](None)
+    assert calls[1:] == ["theirs"] and calls[0].table_name == "t"
+    namespace["post_fork"](None, None)
+    namespace["on_exit"](None)
+    assert calls[-1] == "their exit"
+    assert DictDB.attach(db_name).list_tables() == ["t"]          # kept
+    destroying = DatabaseHooks(db_name)
+    destroying.on_starting(None)
+    DictDB.attach(db_name).destroy()                              # from outside
+    with pytest.raises(DatabaseClosedError):
+        destroying.post_fork(None, None)                          # a worker would not boot
+    destroying.on_exit(None)                                      # nothing left to destroy
+    with pytest.raises(InvalidArgumentError):
+        DatabaseHooks(db_name, on_exit="later")

@@ -20,7 +20,9 @@ Settings::
         }
     }
 
-Every process using these settings sees the same entries.  Values are
+Django's ``MAX_ENTRIES`` is read as ``max_items`` when that is not given;
+``CULL_FREQUENCY`` is ignored (the cache evicts by approximate LRU, one
+entry at a time).  Every process using these settings sees the same entries.  Values are
 pickled (the cache's ``serializer="pickle"``), as Django's own backends do:
 anyone who can write to the cache can make every reader unpickle what they
 wrote, so share it only between processes that trust each other (the

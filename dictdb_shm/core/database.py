@@ -114,7 +114,8 @@ class DictDB:
         att = self._att
         if att is None:
             raise DatabaseClosedError(f"database {self._name!r} is closed in this handle")
-        if att.catalog.is_destroyed():
+        if att.closed or att.catalog.is_destroyed():
+            # closed: another handle of this process destroyed it (forget()).
             raise DatabaseClosedError(f"database {self._name!r} was destroyed")
         return att
 
