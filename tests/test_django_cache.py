@@ -22,7 +22,7 @@ from django.core.cache.backends.base import CacheKeyWarning
 from conftest import ROOT, new_db_name, spawner
 from dictdb_shm import names
 from dictdb_shm.coordinator import client
-from dictdb_shm.errors import InvalidArgumentError
+from dictdb_shm.errors import InvalidArgumentError, InvalidNameError
 
 DB = new_db_name()
 BACKEND = "dictdb_shm.contrib.django.DictDBCache"
@@ -293,6 +293,10 @@ def test_unknown_options_are_refused():
         DictDBCache(DB, {"OPTIONS": {"max_item": 3}})
     with pytest.raises(InvalidArgumentError):
         DictDBCache("", {})
+    with pytest.raises(InvalidNameError):
+        DictDBCache("no/slashes", {})
+    with pytest.raises(InvalidNameError):
+        DictDBCache(DB, {"OPTIONS": {"cache": "a/b"}})
 
 
 @pytest.fixture

@@ -140,6 +140,27 @@ def test_handles_opened_before_fork_work_in_the_child(db, forks):
     assert db.get_table("made_in_child").get(1) == {"id": 1}
 
 
+def test_mappings_follow_growth_on_either_side_of_the_fork(db, forks):
+    """The parent grows the table after the fork (new segments): the child's
+    inherited handle maps them; then the child grows it and the parent sees it."""
+    t = db.get_table("t")
+    t.insert({"id": 0, "pad": "x" * 100})
+
+    def child(send, receive):
+        receive()
+        send([t.count(), t.get(4999)["pad"][:3]])
+        t.insert([{"id": 10_000 + i, "pad": "y" * 100} for i in range(5000)])
+        send("grown")
+
+    f = forks(child)
+    t.insert([{"id": i, "pad": "p" * 100} for i in range(1, 5000)])
+    f.send("grown")
+    assert f.receive() == [5000, "ppp"]
+    assert f.receive() == "grown"
+    assert f.wait() == 0
+    assert t.count() == 10_000 and t.get(14_999)["pad"] == "y" * 100
+
+
 def test_child_forked_inside_a_write_block_gets_forked_lock_error(db, forks):
     t = db.get_table("t")
 

@@ -47,6 +47,7 @@ from typing import Any, Iterable
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
+from dictdb_shm import names
 from dictdb_shm.cache.cache import Cache
 from dictdb_shm.core.database import DictDB
 from dictdb_shm.errors import InvalidArgumentError, UnpicklableValueError, UnstorableValueError
@@ -78,8 +79,8 @@ class DictDBCache(BaseCache):
             raise InvalidArgumentError("the LOCATION of a DictDBCache is a database name",
                                        hint='e.g. "LOCATION": "webapp"')
         options = dict(params.get("OPTIONS") or {})
-        self._db_name = location
-        self._cache_name = options.pop("cache", DEFAULT_CACHE_NAME)
+        self._db_name = names.check_db_name(location)          # wrong settings fail early
+        self._cache_name = names.check_table_name(options.pop("cache", DEFAULT_CACHE_NAME))
         max_items = options.pop("max_items", None)
         self._max_bytes = options.pop("max_bytes", None)
         if max_items is None and "MAX_ENTRIES" in options:
