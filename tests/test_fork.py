@@ -191,6 +191,27 @@ def test_child_forked_inside_a_write_block_gets_forked_lock_error(db, forks):
     assert sorted(r["id"] for r in t.select()) == [2, 3]
 
 
+def test_a_grandchild_forked_inside_the_inherited_block_is_refused_too(db, forks):
+    t = db.get_table("t")
+
+    def child(send, receive):
+        def grandchild(send_up, _):
+            try:
+                t.insert({"id": 1})
+                send_up("inserted")
+            except ForkedLockError as exc:
+                send_up(["refused", exc.holder_pid])
+        g = Forked(grandchild)
+        send(g.receive())
+        send(g.wait())
+
+    with t.lock.write_lock():
+        f = forks(child)
+        assert f.receive() == ["refused", os.getpid()]   # the writer: its grandparent
+        assert f.receive() == 0
+    assert f.wait() == 0 and t.count() == 0
+
+
 def test_child_forked_inside_a_read_block_reads_but_cannot_write(db, forks):
     t = db.get_table("t")
     t.insert({"id": 1})

@@ -155,19 +155,26 @@ class TableLock:
         self._inherited = 0
         self._inherited_write = 0
         self._inherited_read = 0
-        self._parent: tuple[int, int] = (0, 0)
+        self._inherited_by = 0                  # the thread still inside those blocks
+        self._parent: tuple[int, int] = (0, 0)  # the process whose write we must not wait for
 
     def _after_fork(self, forking_thread: int) -> None:
         """In a forked child: hold nothing, and remember what the parent's
-        forking thread held (its blocks still have to be left here)."""
+        forking thread held (its blocks still have to be left here), plus
+        what that thread had inherited itself (a child forked by a child)."""
         write = self._depth if self._owner == forking_thread else 0
         read = getattr(self._tls, "depth", 0)
-        parent = self._me
+        writer = self._me if write else self._parent
+        if self._inherited and self._inherited_by == forking_thread:
+            write += self._inherited_write
+            read += self._inherited_read
+        me = self._me
         self._reset_local()
         if write or read:
             self._inherited_write, self._inherited_read = write, read
             self._inherited = write + read
-            self._parent = parent
+            self._inherited_by = forking_thread
+            self._parent = writer if write else me
 
     # ------------------------------------------------------------ public API
     @contextmanager
