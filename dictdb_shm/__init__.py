@@ -20,8 +20,8 @@ from dictdb_shm.core.table import Table
 from dictdb_shm.persistence.backups import BackupManager, apply_delta
 from dictdb_shm.errors import (CoordinatorError, CorruptionError, DatabaseClosedError,
                                DatabaseExistsError, DatabaseFullError, FileAccessError, DatabaseNotFoundError, DictDBError,
-                               DuplicateKeyError, DuplicateTableError, InvalidArgumentError,
-                               InvalidNameError,
+                               DuplicateKeyError, DuplicateTableError, ForkedLockError,
+                               InvalidArgumentError, InvalidNameError,
                                LockTimeoutError, OwnershipError, LockUpgradeError, RecordNotFoundError,
                                RecordTooLargeError, SchemaValidationError, TableNotFoundError,
                                UnstorableValueError)
@@ -39,5 +39,5 @@ __all__ = [
     "DatabaseClosedError", "DatabaseFullError", "InvalidArgumentError", "InvalidNameError",
     "LockTimeoutError",
     "LockUpgradeError", "OwnershipError", "UnstorableValueError", "RecordTooLargeError", "CoordinatorError",
-    "CorruptionError", "DatabaseExistsError", "FileAccessError",
+    "CorruptionError", "DatabaseExistsError", "FileAccessError", "ForkedLockError",
 ]

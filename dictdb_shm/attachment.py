@@ -4,6 +4,12 @@ Owns: the process-wide registry that makes every handle of a database in
 this process share the same locks (so a write made through one handle while
 another holds ``write_lock()`` does not deadlock).  Must never: create or
 unlink shared objects (the coordinator does) or speak to the coordinator.
+
+After ``fork`` the child keeps the attachments: the mappings are MAP_SHARED,
+so they stay the same shared memory, and the inherited semaphores and file
+descriptors stay valid.  Only the in-process thread locks are made anew in
+the child (another thread of the parent may have held one at the fork, and
+that thread does not exist in the child).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class Attachment:
         self.catalog = catalog
         self.lock_timeout = lock_timeout
         self.handles = 0
+        self.closed = False         # its catalog view is released: handles must not use it
         # A durable database's journal: every Table write call appends to it.
         path, code = catalog.persistence() if catalog.ready else (None, 0)
         self.journal = Journal(path, code, catalog.buf) if path else None
@@ -60,6 +67,7 @@ class Attachment:
             self.handles -= 1
             if self.handles <= 0 and _registry.get(self.db) is self:
                 del _registry[self.db]
+                self.closed = True
                 self.catalog.close()
 
     def forget(self) -> None:
@@ -67,6 +75,7 @@ class Attachment:
         with _registry_lock:
             if _registry.get(self.db) is self:
                 del _registry[self.db]
+            self.closed = True
             self.catalog.close()
 
     def table(self, entry: TableEntry) -> tuple[TableLock, TableStore]:
@@ -95,6 +104,18 @@ class Attachment:
     def forget_table(self, uid: int) -> None:
         with self._mutex:
             self._tables.pop(uid, None)
+
+
+def _new_thread_locks_after_fork() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for att in list(_registry.values()):
+        att._mutex = threading.Lock()
+        if att.journal is not None:
+            att.journal.after_fork()
+
+
+os.register_at_fork(after_in_child=_new_thread_locks_after_fork)
 
 
 def _catalog_still_there(att: Attachment) -> bool:

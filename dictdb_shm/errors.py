@@ -10,6 +10,8 @@ so a log line alone says what went wrong and what to try.
 
 from __future__ import annotations
 
+import pickle
+
 
 class DictDBError(Exception):
     """Base of every error raised by dictdb_shm."""
@@ -90,10 +92,33 @@ class LockUpgradeError(DictDBError):
             "which also allows reads")
 
 
+class ForkedLockError(DictDBError):
+    """A forked child used a table whose lock its parent's forking thread
+    held: the child is inside a critical section it does not hold.
+    ``table`` names the table, ``holder_pid`` the parent."""
+
+    hint = ("fork (start the pool, the server's workers, os.fork()) outside "
+            "`with t.lock.write_lock()` / `read_lock()` blocks; a child forked inside one "
+            "must leave the block before it writes to that table")
+
+    def __init__(self, message: str = "", *, table: str | None = None,
+                 holder_pid: int | None = None, hint: str | None = None) -> None:
+        self.table = table
+        self.holder_pid = holder_pid
+        super().__init__(message, hint=hint)
+
+
 class UnstorableValueError(DictDBError, TypeError):
     hint = ("records hold msgpack types only: None, bool, int (64-bit), float, str, bytes, "
             "list/tuple, and dicts whose keys are str, int or bytes; convert other values "
             "first")
+
+
+class UnpicklableValueError(UnstorableValueError, pickle.PicklingError):
+    """A value for a pickling store (the Django cache backend) that pickle
+    refused.  Also a pickle.PicklingError, as Django's own backends raise."""
+
+    hint = "store only picklable values (or make the object picklable)"
 
 
 class RecordTooLargeError(DictDBError, ValueError):

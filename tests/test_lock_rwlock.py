@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import wait_until
-from dictdb_shm import DictDB, LockTimeoutError, LockUpgradeError, TableNotFoundError
+from dictdb_shm import DictDB, ForkedLockError, LockTimeoutError, LockUpgradeError, TableNotFoundError
 from dictdb_shm.engine import layout as L
 
 
@@ -121,9 +121,10 @@ def test_forked_child_holds_nothing(t):
         if pid == 0:
             code = 1
             try:
-                # The parent still holds the lock: the child must wait, not re-enter.
+                # The parent's block still holds the lock: the child must
+                # neither re-enter nor wait (tests/test_fork.py has the rest).
                 t._lock.acquire_write(timeout=0.3)
-            except LockTimeoutError:
+            except ForkedLockError:
                 code = 0
             os._exit(code)
         _, status = os.waitpid(pid, 0)

@@ -5,6 +5,12 @@ private databases, close, destroy, context manager, pickling) and the table
 catalogue calls.  Must never: edit the catalog itself (the coordinator does,
 through client.request) or touch records.
 
+Fork: a handle opened before ``fork`` (gunicorn ``--preload``, a fork
+pool) works in the child as it does in the parent; the rules for a child
+forked inside a lock's block are in lock/rwlock.py ("Fork").  A private
+database stays its creator's: a child's close() or exit only detaches.
+A handle pickles as its name (``DictDB.attach(name)`` on unpickling).
+
 Lifetimes (an attached process that exits or is killed never removes data):
 
 * ``DictDB(name)`` creates the database or attaches to it, and starts its
@@ -40,6 +46,7 @@ from dictdb_shm.persistence.csv_io import import_csv
 from dictdb_shm.procinfo import own_identity
 
 _private_dbs: "weakref.WeakSet[DictDB]" = weakref.WeakSet()
+_open_handles: "weakref.WeakSet[DictDB]" = weakref.WeakSet()
 CHECKPOINT_TIMEOUT = 600.0
 
 
@@ -79,6 +86,7 @@ class DictDB:
         # catalog still holds that very table.
         self._tables: dict[str, tuple[tuple[int, int], Table]] = {}
         self._mutex = threading.Lock()
+        _open_handles.add(self)
 
     @classmethod
     def attach(cls, name: str, *, lock_timeout: float | None = None) -> "DictDB":
@@ -90,6 +98,7 @@ class DictDB:
         db._att = Attachment.get(name, wait=5, lock_timeout=lock_timeout)
         db._tables = {}
         db._mutex = threading.Lock()
+        _open_handles.add(db)
         return db
 
     # ------------------------------------------------------------ lifecycle
@@ -105,7 +114,8 @@ class DictDB:
         att = self._att
         if att is None:
             raise DatabaseClosedError(f"database {self._name!r} is closed in this handle")
-        if att.catalog.is_destroyed():
+        if att.closed or att.catalog.is_destroyed():
+            # closed: another handle of this process destroyed it (forget()).
             raise DatabaseClosedError(f"database {self._name!r} was destroyed")
         return att
 
@@ -277,5 +287,13 @@ def _remove_private_databases() -> None:
                 pass
 
 
+def _new_thread_locks_after_fork() -> None:
+    # A parent's thread may have held a handle's lock at the fork; that
+    # thread does not exist in the child.  (attachment.py does the same.)
+    for db in list(_open_handles):
+        db._mutex = threading.Lock()
+
+
 atexit.register(_remove_private_databases)
+os.register_at_fork(after_in_child=_new_thread_locks_after_fork)
 Table._database_type = DictDB

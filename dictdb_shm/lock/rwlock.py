@@ -42,7 +42,15 @@ Design
   thread and reentrant.  A thread holding only a read lock that asks to
   write gets LockUpgradeError (waiting would deadlock).
 * **Fork.**  A child holds nothing: the mutex records its owner's thread id,
-  which no thread of the child has, and the child's bookkeeping is reset.
+  which no thread of the child has, and the child's bookkeeping is reset
+  (its holder identity becomes its own pid, so a dead child's locks are
+  repaired like anyone's).  When the forking thread held this table's lock,
+  the child is running code its parent meant to be inside that critical
+  section, which the child cannot be: until the child has left those
+  ``with`` blocks (their releases are no-ops in the child), ``write_lock()``
+  and every write call raise ForkedLockError, and so does ``read_lock()``
+  while the parent still holds the table for writing (waiting for it could
+  deadlock a parent that waits for its child).  Lock-free reads go on.
 * **Shared words** are read and written through one ``"Q"`` view of the
   catalog (engine/layout.py): ``struct.pack_into`` zero-fills before it
   writes, which a reader or a crash could see.
@@ -67,8 +75,8 @@ import posix_ipc
 from dictdb_shm.engine import layout as L
 from dictdb_shm.lock import robust_mutex
 from dictdb_shm.lock.robust_mutex import BUSY, SharedMutex
-from dictdb_shm.errors import (DatabaseClosedError, LockTimeoutError, LockUpgradeError,
-                               TableNotFoundError)
+from dictdb_shm.errors import (DatabaseClosedError, ForkedLockError, LockTimeoutError,
+                               LockUpgradeError, TableNotFoundError)
 from dictdb_shm.procinfo import is_alive, own_identity
 
 POLL = 0.05                 # how often a reader retries when all slots are taken
@@ -94,8 +102,9 @@ def init_lock_region(buf: Any, slot_base: int) -> None:
 
 
 def _forget_after_fork() -> None:
+    forking_thread = _get_ident()        # the child's one thread is the one that forked
     for lock in list(_all_locks):
-        lock._reset_local()
+        lock._after_fork(forking_thread)
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -141,6 +150,31 @@ class TableLock:
         self._depth = 0
         self._tls = threading.local()
         self._me = own_identity()
+        # Fork bookkeeping (see "Fork" above): how deep the forking thread
+        # held this lock for writing and for reading, and who it was.
+        self._inherited = 0
+        self._inherited_write = 0
+        self._inherited_read = 0
+        self._inherited_by = 0                  # the thread still inside those blocks
+        self._parent: tuple[int, int] = (0, 0)  # the process whose write we must not wait for
+
+    def _after_fork(self, forking_thread: int) -> None:
+        """In a forked child: hold nothing, and remember what the parent's
+        forking thread held (its blocks still have to be left here), plus
+        what that thread had inherited itself (a child forked by a child)."""
+        write = self._depth if self._owner == forking_thread else 0
+        read = getattr(self._tls, "depth", 0)
+        writer = self._me if write else self._parent
+        if self._inherited and self._inherited_by == forking_thread:
+            write += self._inherited_write
+            read += self._inherited_read
+        me = self._me
+        self._reset_local()
+        if write or read:
+            self._inherited_write, self._inherited_read = write, read
+            self._inherited = write + read
+            self._inherited_by = forking_thread
+            self._parent = writer if write else me
 
     # ------------------------------------------------------------ public API
     @contextmanager
@@ -179,6 +213,8 @@ class TableLock:
             return
         if getattr(self._tls, "depth", 0):
             raise LockUpgradeError(f"this thread holds a read lock on table {self.table!r}")
+        if self._inherited:
+            raise self._forked_error("write to")
         if timeout is None:
             timeout = self.timeout
         self._enter(timeout)
@@ -204,6 +240,9 @@ class TableLock:
 
     def release_write(self) -> None:
         if self._owner != _get_ident():
+            if self._inherited_write and self._owner is None:
+                self._leave_inherited(write=True)     # a block entered before the fork
+                return
             raise RuntimeError(f"release_write on table {self.table!r} by a thread that "
                                "does not hold the write lock")
         self._depth -= 1
@@ -264,6 +303,8 @@ class TableLock:
                 tls.slot = -1            # reading under our own write lock
             tls.depth = depth + 1
             return
+        if self._inherited_write and self._parent_still_writes():
+            raise self._forked_error("read")
         deadline = _monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             self._enter(max(0.0, deadline - _monotonic()))
@@ -287,6 +328,9 @@ class TableLock:
         tls = self._tls
         depth = getattr(tls, "depth", 0)
         if not depth:
+            if self._inherited_read:
+                self._leave_inherited(write=False)    # a block entered before the fork
+                return
             raise RuntimeError(f"release_read on table {self.table!r} without a read lock")
         tls.depth = depth - 1
         if depth > 1 or tls.slot < 0:
@@ -331,6 +375,26 @@ class TableLock:
             if flag:
                 return self._w[self._rpid_w + i]
         return None
+
+    # ------------------------------------------------------------------ fork
+    def _leave_inherited(self, write: bool) -> None:
+        if write:
+            self._inherited_write -= 1
+        else:
+            self._inherited_read -= 1
+        self._inherited -= 1
+
+    def _parent_still_writes(self) -> bool:
+        pid, ticks = self.holder()
+        return (pid, ticks) == self._parent and is_alive(pid, ticks)
+
+    def _forked_error(self, what: str) -> ForkedLockError:
+        held = "write" if self._inherited_write else "read"
+        return ForkedLockError(
+            f"cannot {what} table {self.table!r} in this process (pid {os.getpid()}): it was "
+            f"forked while its parent (pid {self._parent[0]}) held the table's {held} lock, "
+            "and the code that runs here is still inside that lock's block, which this "
+            "process does not hold", table=self.table, holder_pid=self._parent[0])
 
     # ----------------------------------------------------- repair when idle
     def repair_abandoned(self) -> bool:

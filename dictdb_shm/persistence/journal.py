@@ -151,6 +151,11 @@ class Journal:
                 os.close(old)
             return fd
 
+    def after_fork(self) -> None:
+        """In a forked child: a new thread lock (a parent's thread may have
+        held this one).  The fd is reopened on the next append (pid check)."""
+        self._reopen = threading.Lock()
+
     def sync(self) -> None:
         """fdatasync the current journal file (the coordinator's "everysec")."""
         fd = self._fd if self._pid == os.getpid() else -1
