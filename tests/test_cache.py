@@ -11,6 +11,7 @@ import decimal
 import json
 import math
 import os
+import random
 import signal
 import sys
 import time
@@ -21,6 +22,9 @@ import pytest
 from conftest import ROOT, Worker, spawner, wait_until
 from dictdb_shm import (DictDB, InvalidArgumentError, InvalidNameError, LockTimeoutError,
                         UnstorableValueError)
+from dictdb_shm.crashpoints import ENV as PAUSE
+from dictdb_shm.engine import layout as L
+from proctools import process_state
 
 CACHE_WORKERS = os.path.join(ROOT, "tests", "cache_workers.py")
 
@@ -29,6 +33,19 @@ CACHE_WORKERS = os.path.join(ROOT, "tests", "cache_workers.py")
 def spawn_cache() -> Iterator:
     """conftest's ``spawn`` for tests/cache_workers.py scenarios."""
     yield from spawner(CACHE_WORKERS)
+
+
+@pytest.fixture
+def spawn_cache_paused(monkeypatch) -> Iterator:
+    """``spawn_cache`` whose workers stop themselves (SIGSTOP) at the crash
+    point ``patch_written`` (engine/inplace.py): an in-place edit's bytes
+    are written, its commit is not.  This process is not armed."""
+    monkeypatch.setenv(PAUSE, "patch_written")
+    workers = spawner(CACHE_WORKERS)
+    start = next(workers)
+    monkeypatch.delenv(PAUSE)
+    yield start
+    next(workers, None)
 
 
 @pytest.fixture
@@ -108,6 +125,50 @@ def test_incr_from_four_processes_is_exact(db, spawn_cache):
     lasts = results(workers)
     assert db.cache("counters").get("counter") == 2000
     assert max(lasts) == 2000
+
+
+def test_sigkill_in_the_middle_of_an_in_place_incr_takes_it_back(db, spawn_cache_paused):
+    c = db.cache("n")
+    assert c.incr("hits", 41) == 41       # written anew, in the counter form
+    w = spawn_cache_paused("incr_once", db.name, "n", "hits")
+    w.expect("READY")
+    wait_until(lambda: process_state(w.pid) == "T", 60, "the worker to stop mid-edit")
+    store = c._store
+    assert store._w[store._seq_w + L.STORE_PATCH_AT // L.WORD], "no edit was under way"
+    assert b"\xd3" + (42).to_bytes(8, "big") in bytes(store.heap[:store.desc.heap_end])
+    w.kill()
+    assert c.get("hits") == 41            # the next locker undid the edit
+    assert c.incr("hits") == 42 and c.get("hits") == 42
+
+
+def test_sigkill_storm_during_incr_loses_and_doubles_nothing(db, spawn_cache, tmp_path):
+    """Workers incr while being SIGKILLed at random moments, one surviving:
+    the counter is every acknowledged incr, plus at most the one call in
+    flight in each killed worker (applied, not yet acknowledged)."""
+    c = db.cache("storm")
+
+    def acks_file(i: int) -> str:
+        path = tmp_path / f"acks{i}"
+        path.write_bytes(bytes(8))
+        return str(path)
+
+    survivor = spawn_cache("incr_acks", db.name, "storm", 3, acks_file(0))
+    survivor.expect("READY")
+    rng = random.Random(10)
+    kills = 8
+    for i in range(1, kills + 1):
+        w = spawn_cache("incr_acks", db.name, "storm", 3600, acks_file(i))
+        w.expect("READY")
+        time.sleep(rng.uniform(0.02, 0.2))
+        w.kill()
+    survivor_acks = result_of(survivor)
+    survivor.finish()
+    acked = sum(int.from_bytes((tmp_path / f"acks{i}").read_bytes(), "little")
+                for i in range(kills + 1))
+    total = c.get("storm")
+    assert type(total) is int and acked <= total <= acked + kills, (acked, total, kills)
+    assert survivor_acks > 100 and acked > survivor_acks       # every worker really ran
+    assert c.incr("storm") == total + 1
 
 
 def test_add_has_one_winner_across_processes(db, spawn_cache):

@@ -1,10 +1,11 @@
 """CacheStore: the TableStore of a cache's table (dictdb_shm/cache/), with
-the two single-key calls a cache lives on.
+the single-key calls a cache lives on.
 
 Owns: the stamped lock-free read (``get_stamped``: the record and, on a hit,
-its access stamp) and the one-probe read-modify-write of one key
-(``change_one``).  Must never know what a cache entry's body means: the
-cache passes the decision in as a function.  Everything else is
+its access stamp), the one-probe read-modify-write of one key
+(``change_one``) and the in-place edit of one key's body (``patch_body``,
+through inplace.py).  Must never know what a cache entry's body means: the
+cache passes the decision or the edit in as a function.  Everything else is
 TableStore's (store.py): the seqlock, the write path, undo.
 
 *Stamps without a lock.*  The record header's u32 stamp (records.STAMP_AT)
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from dictdb_shm.engine import DELETE, PUT, growth
+from dictdb_shm.engine import DELETE, PUT, growth, inplace
 from dictdb_shm.engine import records as R
 from dictdb_shm.engine.store import OPTIMISTIC_TRIES, TableStore
 
@@ -38,6 +39,12 @@ _probe = R.probe
 _STAMPS, _STAMP_MASK, _STAMP_AT = R.STAMPS_PER_SECOND, R.STAMP_MASK, R.STAMP_AT
 
 REMOVE = object()          # change_one's decide() result: delete the key
+NOT_PATCHED = object()     # patch_body's result when the edit cannot be made in place
+
+
+class Encoded(bytes):
+    """A record body already packed with msgpack, which change_one stores as
+    it is (the cache's counters: a fixed-width form that incr edits in place)."""
 
 
 class CacheStore(TableStore):
@@ -156,6 +163,8 @@ class CacheStore(TableStore):
             return new
         if new is REMOVE:
             body, mode, record = b"", DELETE, None
+        elif type(new) is Encoded:
+            body, mode, record = bytes(new), PUT, None
         else:
             body, record = R.encode_record(new, self.table, self._max_record)
             mode = PUT
@@ -169,3 +178,39 @@ class CacheStore(TableStore):
             self.recover()
             raise
         return new
+
+    def patch_body(self, pk: Any, edit: Callable[..., Any], *args: Any) -> Any:
+        """Under the write lock: edit the body of ``pk``'s live record in place.
+
+        ``edit(body bytes, *args)`` returns ``(offset in the body, new bytes,
+        result)`` or None when the edit cannot keep the body's length.  The
+        new bytes (at most layout.PATCH_MAX) are written by inplace.patch,
+        committed when this returns, all-or-nothing across a SIGKILL.
+        Returns ``result``, or NOT_PATCHED (nothing changed) when the key
+        holds no live record, the table has indexes, or ``edit`` said None.
+        Hot path (a cache's incr): one probe, one copy of the body."""
+        if not self.lock.write_held_by_me():
+            raise RuntimeError("CacheStore.patch_body needs the table's write lock")
+        self._check_table()
+        if not self._mask or self.indexes_by_field:
+            return NOT_PATCHED
+        if type(pk) is int and _INT_MIN <= pk <= _INT_MAX:
+            pkb, h, int_key = b"", ((pk & _MASK64) * _GOLDEN) & _MASK64, _INT_ENTRY
+        else:
+            pk = R.normalize_key(pk)
+            pkb = R.encode_key(pk)
+            h, int_key = R.key_hash(pk, pkb)
+        heap = self.heap
+        off = _probe(self._dw, heap, self._shift, self._mask, h, pkb, int_key)[1]
+        if off < 0:
+            return NOT_PATCHED
+        _, blen, kind, _, pklen = _RHEAD(heap, off)
+        if kind != _VALUE:
+            return NOT_PATCHED
+        start = off + _HDR + pklen
+        done = edit(heap[start:start + blen], *args)
+        if done is None:
+            return NOT_PATCHED
+        at, new, result = done
+        inplace.patch(self, start + at, new)
+        return result
