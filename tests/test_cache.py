@@ -127,18 +127,53 @@ def test_incr_from_four_processes_is_exact(db, spawn_cache):
     assert max(lasts) == 2000
 
 
-def test_sigkill_in_the_middle_of_an_in_place_incr_takes_it_back(db, spawn_cache_paused):
+def test_set_in_place_never_grows_and_readers_never_see_it_torn(db, spawn_cache):
+    c = db.cache("inplace")
+    c.set("k", {"v": "a" * 64})
+    end = c._store.desc.heap_end
+    reader = spawn_cache("read_untorn", db.name, "inplace", 1.5)
+    reader.expect("READY")
+    writes = 0
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        c.set("k", {"v": "ab"[writes % 2] * 64})
+        writes += 1
+    seen = result_of(reader)
+    reader.finish()
+    assert seen["bad"] == [] and seen["reads"] > 1000 and writes > 1000
+    assert c._store.desc.heap_end == end              # every set was made in place
+    assert c.get("k") == {"v": "ab"[(writes - 1) % 2] * 64}
+    c.set("k", {"v": "longer" * 20})                   # another length: appended
+    assert c._store.desc.heap_end > end and c.get("k") == {"v": "longer" * 20}
+
+
+@pytest.mark.parametrize("call", ["incr", "set"])
+def test_sigkill_in_the_middle_of_an_in_place_edit_takes_it_back(db, spawn_cache_paused, call):
+    """A writer killed after it overwrote a committed body in place but
+    before the edit committed: the next locker puts the old bytes back."""
     c = db.cache("n")
-    assert c.incr("hits", 41) == 41       # written anew, in the counter form
-    w = spawn_cache_paused("incr_once", db.name, "n", "hits")
+    if call == "incr":
+        assert c.incr("k", 41) == 41      # written anew, in the counter form
+        w = spawn_cache_paused("incr_once", db.name, "n", "k")
+        old, new = 41, b"\xd3" + (42).to_bytes(8, "big")
+    else:
+        c.set("k", {"name": "before"})
+        w = spawn_cache_paused("set_once", db.name, "n", "k", json.dumps({"name": "after!"}))
+        old, new = {"name": "before"}, b"after!"
     w.expect("READY")
     wait_until(lambda: process_state(w.pid) == "T", 60, "the worker to stop mid-edit")
     store = c._store
     assert store._w[store._seq_w + L.STORE_PATCH_AT // L.WORD], "no edit was under way"
-    assert b"\xd3" + (42).to_bytes(8, "big") in bytes(store.heap[:store.desc.heap_end])
+    assert new in bytes(store.heap[:store.desc.heap_end])     # the bytes were overwritten
     w.kill()
-    assert c.get("hits") == 41            # the next locker undid the edit
-    assert c.incr("hits") == 42 and c.get("hits") == 42
+    assert c.get("k") == old              # the next locker undid the edit
+    assert bytes(store.heap[store.desc.heap_end:store.desc.heap_cap]).count(0) == \
+        store.desc.heap_cap - store.desc.heap_end             # and zeroed its copy
+    if call == "incr":
+        assert c.incr("k") == 42 and c.get("k") == 42
+    else:
+        c.set("k", {"name": "again!"})
+        assert c.get("k") == {"name": "again!"} and len(c) == 1
 
 
 def test_sigkill_storm_during_incr_loses_and_doubles_nothing(db, spawn_cache, tmp_path):

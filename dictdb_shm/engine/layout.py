@@ -87,8 +87,8 @@ Store region::
     +32   u64 index_dirty  1 while a write edits the index segment in place
     +40   u64 patch_at     heap offset + 1 of an in-place edit under way, 0 when
                            none: the undo record of engine/inplace.py, armed last
-    +48   u64 patch_old    the bytes that edit overwrites, as they were
-    +56   u64 patch_shape  their count | the heap segment number << 8
+    +48   u64 patch_copy   heap offset of the copy of the bytes it overwrites
+    +56   u64 patch_shape  their length | the heap segment number << 32
     +64   descriptor 0 (DESC_SIZE bytes)   +192 descriptor 1
     +512  a cache's words (STORE_CACHE: CACHE_* below): evictions, expired,
           the eviction hand, counters, then CACHE_PROCESS_SLOTS per-process
@@ -179,9 +179,8 @@ STORE_UID = 16
 STORE_TXN_END = 24
 STORE_INDEX_DIRTY = 32
 STORE_PATCH_AT = 40          # engine/inplace.py's undo record: three words
-STORE_PATCH_OLD = 48
+STORE_PATCH_COPY = 48
 STORE_PATCH_SHAPE = 56
-PATCH_MAX = 8                # bytes an in-place edit may overwrite: they fit in patch_old
 STORE_DESC = 64
 DESC_SIZE = 128
 SEQ_DROPPED = (1 << 64) - 1                  # odd, so lock-free readers stop
@@ -228,7 +227,7 @@ EMPTY_TABLE = Descriptor(0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0)
 TRACK_LOST = (1 << 64) - 1
 
 
-if STORE_PATCH_SHAPE + PATCH_MAX > STORE_DESC or \
+if STORE_PATCH_SHAPE + U64.size > STORE_DESC or \
         STORE_DESC + 2 * DESC_SIZE > STORE_CACHE or STORE_CACHE + CACHE_PROCESSES + \
         CACHE_PROCESS_SLOTS * CACHE_PROCESS_SIZE > STORE_REGION_SIZE or \
         DESCRIPTOR.size > DESC_SIZE or LOCK_MUTEX + LOCK_MUTEX_SIZE > LOCK_REGION_SIZE or \
