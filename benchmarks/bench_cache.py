@@ -25,6 +25,7 @@ and the temporary directory goes, also on Ctrl-C and SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -77,22 +78,21 @@ def configure(cfg: dict, args: Any) -> dict:
 
 def fill(spec: dict, manager_dict: Any) -> None:
     """Every system holds the same keys, counters and memoized results."""
-    import contextlib
     n = spec["keys"]
     with contextlib.ExitStack() as stack:
         for system in spec["systems"]:
             ops = W.open_system(system, spec, stack, manager_dict)
             if system == "manager":
                 manager_dict.update({W.key(i): W.make_value(i) for i in range(n)})
-                continue
-            put = ops["set"]
-            for i in range(n):
-                put(i)
+            else:
+                put = ops["set"]
+                for i in range(n):
+                    put((W.key(i), W.make_value(i)))
             if system == "memcached":
                 c = stack.enter_context(contextlib.closing(
                     peers.memcached_client(spec["memcached_port"])))
                 for i in range(W.COUNTERS):
-                    c.set(f"ctr:{i}", b"0")
+                    c.set(f"ctr:{i}", b"0")        # its incr needs a decimal value
             if "memo_hit" in ops:
                 for x in range(spec["memo_keys"]):
                     ops["memo_hit"](x)
@@ -206,17 +206,18 @@ def run(cfg: dict) -> dict:
                           for s, ops in lat["samples"].items()}
         res["scaling"] = bench_scaling(cfg, workers, spec)
         if cfg["profile"]:
-            res["profile"] = profile(db)
+            res["profile"] = profile(spec)
         return res
 
 
-def profile(db: Any) -> str:
-    c = db.cache("bench")
-    keys = [W.key(i) for i in range(5_000)]
+def profile(spec: dict) -> str:
+    """cProfile of dictdb_shm's get, set and incr (the main process, untimed)."""
     out = []
-    for what, fn in (("get", c.get), ("set", lambda k: c.set(k, W.make_value(1))),
-                     ("incr", lambda k: c.incr("ctr:0"))):
-        out.append(f"--- {what}\n" + harness.profile_calls(fn, keys * 4))
+    with contextlib.ExitStack() as stack:
+        ops = W.open_system("dictdb", spec, stack)
+        for op in ("get_hit", "set", "incr"):
+            out.append(f"--- {op}\n" + harness.profile_calls(
+                ops[op], W.op_args(op, spec, 20_000, seed=7)))
     return "\n".join(out)
 
 

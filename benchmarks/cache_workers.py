@@ -54,49 +54,61 @@ def random_ints(n: int, count: int, seed: int) -> list[int]:
 
 
 # ----------------------------------------------------------- the systems
+def op_args(op: str, spec: dict, count: int, seed: int) -> list[Any]:
+    """The arguments of ``count`` calls of ``op``, made before any timing,
+    so a timed call is the system's own call (bound, where it can be):
+    keys for gets, (key, value) for sets, counter keys for incr, ints for
+    a memoized function."""
+    n = spec["memo_keys"] if op == "memo_hit" else spec["keys"]
+    ints = random_ints(n, count, seed)
+    if op == "get_hit":
+        return [key(i) for i in ints]
+    if op == "get_miss":
+        return [f"miss:{i}" for i in ints]
+    if op == "set":
+        return [(key(i), make_value(i, j)) for j, i in enumerate(ints)]
+    if op == "set_resized":
+        return [(key(i), resized_value(i, j)) for j, i in enumerate(ints)]
+    if op == "incr":
+        return [f"ctr:{i % COUNTERS}" for i in ints]
+    return ints
+
+
 def open_system(system: str, spec: dict, stack: contextlib.ExitStack,
-                manager_dict: Any = None) -> dict[str, Callable[[int], Any]]:
-    """``{op: fn(i)}`` for ``system``, opened in this process: ``get_hit`` /
-    ``get_miss`` read key i (present / absent), ``set`` and ``set_resized``
-    overwrite key i, ``incr`` adds 1 to counter i % COUNTERS, ``memo_hit``
-    calls a memoized function on an argument already computed.  An op the
-    system lacks is missing from the dict."""
-    n = spec["keys"]
-    flip = [0]
-
-    def nxt() -> int:
-        flip[0] += 1
-        return flip[0]
-
+                manager_dict: Any = None) -> dict[str, Callable[[Any], Any]]:
+    """``{op: fn(arg)}`` for ``system``, opened in this process, over the
+    arguments of ``op_args``: ``get_hit`` / ``get_miss`` read a key
+    (present / absent), ``set`` and ``set_resized`` overwrite one, ``incr``
+    adds 1 to a counter, ``memo_hit`` calls a memoized function on an
+    argument already computed.  An op the system lacks is missing."""
     if system in ("dictdb", "dictdb_bounded"):
         from dictdb_shm import DictDB
         db = DictDB.attach(spec["db"])
         stack.callback(db.close)
         c = db.cache(spec["cache"] if system == "dictdb" else spec["bounded_cache"])
-        get, cset, incr = c.get, c.set, c.incr
-        memo = c.memoize(name="bench_square")(memo_square)
-        return {"get_hit": lambda i: get(key(i)), "get_miss": lambda i: get(f"miss:{i}"),
-                "set": lambda i: cset(key(i), make_value(i, nxt())),
-                "set_resized": lambda i: cset(key(i), resized_value(i, nxt())),
-                "incr": lambda i: incr(f"ctr:{i % COUNTERS}"), "memo_hit": memo}
+        cset = c.set
+
+        def put(kv: tuple) -> None:
+            cset(kv[0], kv[1])
+        return {"get_hit": c.get, "get_miss": c.get, "set": put, "set_resized": put,
+                "incr": c.incr, "memo_hit": c.memoize(name="bench_square")(memo_square)}
     if system in ("redis", "memcached"):
         if system == "redis":
             client = peers.redis_client(spec["redis_port"])
         else:
             client = peers.memcached_client(spec["memcached_port"])
         stack.callback(client.close)
-        rget, rset = client.get, client.set
+        rget, rset, rincr = client.get, client.set, client.incr
         packb, unpackb = msgpack.packb, msgpack.unpackb
-        incr = client.incr
 
         def get(k: str) -> Any:
             raw = rget(k)
             return None if raw is None else unpackb(raw)
-        return {"get_hit": lambda i: get(key(i)), "get_miss": lambda i: get(f"miss:{i}"),
-                "set": lambda i: rset(key(i), packb(make_value(i, nxt()))),
-                "set_resized": lambda i: rset(key(i), packb(resized_value(i, nxt()))),
-                "incr": (lambda i: incr(f"ctr:{i % COUNTERS}")) if system == "redis" else
-                        (lambda i: incr(f"ctr:{i % COUNTERS}", 1))}
+
+        def rput(kv: tuple) -> None:
+            rset(kv[0], packb(kv[1]))
+        return {"get_hit": get, "get_miss": get, "set": rput, "set_resized": rput,
+                "incr": rincr if system == "redis" else (lambda k: rincr(k, 1))}
     if system in ("diskcache", "fanout"):
         import diskcache
         if system == "diskcache":
@@ -104,33 +116,31 @@ def open_system(system: str, spec: dict, stack: contextlib.ExitStack,
         else:
             dc = diskcache.FanoutCache(spec["fanout_dir"], shards=spec["fanout_shards"])
         stack.callback(dc.close)
-        dget, dset, dincr = dc.get, dc.set, dc.incr
-        ops = {"get_hit": lambda i: dget(key(i)), "get_miss": lambda i: dget(f"miss:{i}"),
-               "set": lambda i: dset(key(i), make_value(i, nxt())),
-               "set_resized": lambda i: dset(key(i), resized_value(i, nxt())),
-               "incr": lambda i: dincr(f"ctr:{i % COUNTERS}")}
+        dset = dc.set
+
+        def dput(kv: tuple) -> None:
+            dset(kv[0], kv[1])
+        ops = {"get_hit": dc.get, "get_miss": dc.get, "set": dput, "set_resized": dput,
+               "incr": dc.incr}
         if system == "diskcache":
             ops["memo_hit"] = dc.memoize(name="bench_square")(memo_square)
         return ops
     if system == "manager":
         d = manager_dict
-        mget = d.get
 
-        def mset(k: str, v: Any) -> None:
-            d[k] = v
-        return {"get_hit": lambda i: mget(key(i)), "get_miss": lambda i: mget(f"miss:{i}"),
-                "set": lambda i: mset(key(i), make_value(i, nxt())),
-                "set_resized": lambda i: mset(key(i), resized_value(i, nxt()))}
+        def mput(kv: tuple) -> None:
+            d[kv[0]] = kv[1]
+        return {"get_hit": d.get, "get_miss": d.get, "set": mput, "set_resized": mput}
     raise ValueError(system)
 
 
 def check(system: str, ops: dict, spec: dict) -> None:
     """A wrong answer is a BenchError, not a figure."""
     for i in (0, spec["keys"] - 1):
-        got = ops["get_hit"](i)
+        got = ops["get_hit"](key(i))
         if got is None or got.get("user") != make_value(i)["user"]:
             raise harness.BenchError(f"{system}: get of key {i} returned {got!r}")
-    if ops["get_miss"](1) is not None:
+    if ops["get_miss"]("miss:1") is not None:
         raise harness.BenchError(f"{system}: a missing key was found")
     if "memo_hit" in ops and ops["memo_hit"](3) != memo_square(3):
         raise harness.BenchError(f"{system}: memoize returned a wrong result")
@@ -146,7 +156,7 @@ def latencies(q: Any, spec: dict, manager_dict: Any = None) -> None:
 
 
 def _latencies(spec: dict, manager_dict: Any) -> dict:
-    n, rounds = spec["keys"], spec["rounds"]
+    rounds = spec["rounds"]
     out: dict[str, Any] = {"timer_overhead_ns": harness.batch_overhead_ns(BATCH)}
     with contextlib.ExitStack() as stack:
         opened = {}
@@ -160,8 +170,7 @@ def _latencies(spec: dict, manager_dict: Any) -> dict:
                 count = spec["slow_ops"] if system in spec["slow"] else spec["ops"]
                 per_round = max(BATCH, count // rounds // BATCH * BATCH)
                 for op, fn in ops.items():
-                    arg = random_ints(spec["memo_keys"] if op == "memo_hit" else n,
-                                      per_round + per_round // 10, seed=r * 31 + len(op))
+                    arg = op_args(op, spec, per_round + per_round // 10, seed=r * 31 + len(op))
                     for a in arg[per_round:]:          # warm, untimed
                         fn(a)
                     gc.collect()
@@ -182,8 +191,7 @@ def throughput(q: Any, barrier: Any, system: str, op: str, spec: dict, worker: i
 
 def _throughput(barrier: Any, system: str, op: str, spec: dict,
                 worker: int) -> tuple[int, float, float]:
-    n = spec["memo_keys"] if op == "memo_hit" else spec["keys"]
-    args = random_ints(n, 100_000, seed=500 + worker)
+    args = op_args(op, spec, 100_000, seed=500 + worker)
     with contextlib.ExitStack() as stack:
         fn = open_system(system, spec, stack)[op]
         for a in args[:20_000]:
