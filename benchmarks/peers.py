@@ -1,7 +1,8 @@
 """The peers dictdb_shm is measured against, set up one way for every
 benchmark: a plain dict, ``multiprocessing.Manager().dict()``, LMDB (py-lmdb),
-Redis (a redis-server this module starts on 127.0.0.1 and stops), and sqlite3
-in memory.
+Redis (a redis-server this module starts on 127.0.0.1 and stops), Memcached
+(likewise, with pymemcache), and sqlite3 in memory.  A missing server is
+installed with Debian's package (``ensure_apt``) when this runs as root.
 
 It owns how each peer is opened, loaded and read, so that every script
 measures the same thing under the same name: LMDB keys are 8-byte big-endian
@@ -124,24 +125,77 @@ class RedisServer:
 
     def stop(self) -> None:
         p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
-            return
-        p.terminate()
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
+        _stop_process(p)
+
+
+def ensure_apt(binary: str, package: str) -> str | None:
+    """The path of ``binary``, installing Debian's ``package`` with apt-get
+    first when it is missing (as root only; the package lists are updated
+    once if the install fails without them); None, logged, when it stays
+    missing."""
+    exe = shutil.which(binary)
+    if exe is not None:
+        return exe
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        log(f"{binary} not found and cannot be installed here "
+            f"(as root: apt-get install {package})")
+        return None
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = [apt, "install", "-y", "-q", "--no-install-recommends", package]
+    log(f"{binary} not found: apt-get install {package}")
+    for step in ([install], [[apt, "update", "-q"], install]):
+        for cmd in step:
+            done = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  timeout=600)
+        if done.returncode == 0 and shutil.which(binary):
+            return shutil.which(binary)
+    log(f"apt-get install {package} failed: {done.stderr.decode(errors='replace')[-300:]}")
+    return None
+
+
+def _wait_until_up(proc: subprocess.Popen, answers: Callable[[], bool], what: str,
+                   logpath: str, timeout: float) -> None:
+    """Poll ``answers()`` until it is True; BenchError if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not answers():
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited with {proc.returncode}; see {logpath}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} did not answer within {timeout} s; see {logpath}")
+        time.sleep(0.05)
+
+
+def _start_server(cmd: Sequence[str], logpath: str) -> subprocess.Popen:
+    with open(logpath, "wb") as logf:
+        # Own session: a Ctrl-C must not stop it before we are done with it;
+        # its stop() ends it, and so does our death (PDEATHSIG).
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+
+
+def _stop_process(p: subprocess.Popen | None) -> None:
+    if p is None or p.poll() is not None:
+        return
+    p.terminate()
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=10)
 
 
 def start_redis(cleanup: Cleanup, workdir: str, timeout: float = 15.0,
                 extra: Sequence[str] = ()) -> RedisServer | None:
     """Start redis-server (its log in ``workdir``) and wait for PING; None,
-    logged, when the binary or the redis package is missing.  ``extra``
-    settings come last and win (``("--appendonly", "yes")`` for an AOF peer)."""
-    exe = shutil.which("redis-server")
+    logged, when the binary (after ``ensure_apt``) or the redis package is
+    missing.  ``extra`` settings come last and win (``("--appendonly",
+    "yes")`` for an AOF peer)."""
+    exe = ensure_apt("redis-server", "redis-server")
     if exe is None:
-        log("skipped Redis: redis-server not found (apt-get install redis-server)")
+        log("skipped Redis: no redis-server")
         return None
     try:
         import redis
@@ -150,33 +204,24 @@ def start_redis(cleanup: Cleanup, workdir: str, timeout: float = 15.0,
         return None
     port = free_port()
     logpath = os.path.join(workdir, "redis.log")
-    with open(logpath, "wb") as logf:
-        proc = subprocess.Popen(
-            [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-             "--appendonly", "no", "--dir", workdir, "--protected-mode", "yes",
-             "--daemonize", "no", *extra],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-            # Own session: a Ctrl-C must not stop it before we are done with
-            # it; stop() ends it, and so does our death (PDEATHSIG).
-            start_new_session=True, preexec_fn=_die_with_parent)
+    proc = _start_server(
+        [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+         "--appendonly", "no", "--dir", workdir, "--protected-mode", "yes",
+         "--daemonize", "no", *extra], logpath)
     server = RedisServer(proc, port)
     cleanup.add(server.stop, "redis-server")
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
-    deadline = time.monotonic() + timeout
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.exceptions.ConnectionError:
+            return False
     try:
-        while True:
-            if proc.poll() is not None:
-                raise BenchError(f"redis-server exited with {proc.returncode}; see {logpath}")
-            try:
-                if client.ping():
-                    return server
-            except redis.exceptions.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError(f"redis-server did not answer PING within {timeout} s")
-            time.sleep(0.05)
+        _wait_until_up(proc, answers, "redis-server", logpath, timeout)
     finally:
         client.close()
+    return server
 
 
 def redis_client(port: int, db: int = 0) -> Any:
@@ -208,6 +253,70 @@ def redis_load(client: Any, rows: Sequence[dict]) -> None:
     packb = msgpack.packb
     for start in range(0, len(rows), REDIS_MSET_KEYS):
         client.mset({r["id"]: packb(r) for r in rows[start:start + REDIS_MSET_KEYS]})
+
+
+# --------------------------------------------------------------- Memcached
+class MemcachedServer:
+    """A memcached on 127.0.0.1:<free port> (no UDP), 64 MiB of memory."""
+
+    def __init__(self, proc: subprocess.Popen, port: int) -> None:
+        self.proc: subprocess.Popen | None = proc
+        self.port = port
+
+    def version(self) -> str:
+        c = memcached_client(self.port)
+        try:
+            return c.version().decode()
+        finally:
+            c.close()
+
+    def stop(self) -> None:
+        p, self.proc = self.proc, None
+        _stop_process(p)
+
+
+def start_memcached(cleanup: Cleanup, workdir: str,
+                    timeout: float = 15.0) -> MemcachedServer | None:
+    """Start memcached (its log in ``workdir``) and wait until it answers
+    ``version``; None, logged, when the binary (after ``ensure_apt``) or the
+    pymemcache package is missing."""
+    exe = ensure_apt("memcached", "memcached")
+    if exe is None:
+        log("skipped Memcached: no memcached")
+        return None
+    try:
+        import pymemcache  # noqa: F401
+    except ImportError:
+        log("skipped Memcached: the pymemcache package is missing (pip install pymemcache)")
+        return None
+    port = free_port()
+    logpath = os.path.join(workdir, "memcached.log")
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []      # it refuses to run as root
+    proc = _start_server([exe, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64",
+                          *user], logpath)
+    server = MemcachedServer(proc, port)
+    cleanup.add(server.stop, "memcached")
+
+    def answers() -> bool:
+        try:
+            c = memcached_client(port, timeout=2)
+            try:
+                return bool(c.version())
+            finally:
+                c.close()
+        except OSError:
+            return False
+    _wait_until_up(proc, answers, "memcached", logpath, timeout)
+    return server
+
+
+def memcached_client(port: int, timeout: float = 30) -> Any:
+    """A pymemcache client of the server on ``port``, waiting for every reply
+    (``default_noreply=False``: a set returns once the server stored it, as
+    with the other peers)."""
+    from pymemcache.client.base import Client
+    return Client(("127.0.0.1", port), connect_timeout=timeout, timeout=timeout,
+                  default_noreply=False, no_delay=True)
 
 
 # ---------------------------------------------------------------- Manager

@@ -8,7 +8,8 @@ When the environment variable ``DICTDB_SHM_TEST_PAUSE`` names a point, the
 process stops itself (SIGSTOP) on reaching it, before the next step; the test then SIGKILLs it (to
 prove the repair) or SIGCONTs it.  The variable is read once at import; when
 it is unset ``reach`` is a function that does nothing, so the points cost one
-call each on rare paths (never on the data path).
+call each on rare paths.  On a data path (engine/inplace.py) the caller
+tests ``ARMED`` first, so an unset variable costs one global load there.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 
 ENV = "DICTDB_SHM_TEST_PAUSE"
 _ARMED = os.environ.get(ENV, "")
+ARMED = bool(_ARMED)
 
 
 def _stop_at(point: str) -> None:

@@ -35,6 +35,52 @@ def incr_many(db: str, cache: str, n: str) -> None:
     out("RESULT", json.dumps(last))
 
 
+def incr_once(db: str, cache: str, key: str) -> None:
+    c = DictDB.attach(db).cache(cache)
+    out("READY")
+    out("RESULT", json.dumps(c.incr(key)))
+
+
+def set_once(db: str, cache: str, key: str, value_json: str) -> None:
+    c = DictDB.attach(db).cache(cache)
+    out("READY")
+    c.set(key, json.loads(value_json))
+    out("RESULT", json.dumps("set"))
+
+
+def incr_acks(db: str, cache: str, seconds: str, acks_file: str) -> None:
+    """incr "storm" for ``seconds`` (or until killed), storing after each
+    call that returned how many have, in the 8-byte file ``acks_file``
+    (mapped: the count survives a SIGKILL): the acknowledged increments."""
+    import mmap
+    c = DictDB.attach(db).cache(cache)
+    with open(acks_file, "r+b") as f:
+        acks = memoryview(mmap.mmap(f.fileno(), 8)).cast("Q")
+    out("READY")
+    deadline = time.monotonic() + float(seconds)
+    n = 0
+    while time.monotonic() < deadline:
+        c.incr("storm")
+        n += 1
+        acks[0] = n
+    out("RESULT", json.dumps(n))
+
+
+def read_untorn(db: str, cache: str, seconds: str) -> None:
+    """Read "k" for ``seconds`` while another process overwrites it in place
+    with ``{"v": c * 64}`` for one letter c: report reads and any other value."""
+    c = DictDB.attach(db).cache(cache)
+    out("READY")
+    deadline = time.monotonic() + float(seconds)
+    reads, bad = 0, []
+    while time.monotonic() < deadline:
+        v = c.get("k")
+        reads += 1
+        if not (type(v) is dict and len(v["v"]) == 64 and len(set(v["v"])) == 1):
+            bad.append(repr(v))
+    out("RESULT", json.dumps({"reads": reads, "bad": bad[:5]}))
+
+
 def add_race(db: str, cache: str, keys: str) -> None:
     """Try to add each of ``keys`` keys with this pid as the value; report the wins."""
     c = DictDB.attach(db).cache(cache)

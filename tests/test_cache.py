@@ -11,6 +11,7 @@ import decimal
 import json
 import math
 import os
+import random
 import signal
 import sys
 import time
@@ -21,6 +22,9 @@ import pytest
 from conftest import ROOT, Worker, spawner, wait_until
 from dictdb_shm import (DictDB, InvalidArgumentError, InvalidNameError, LockTimeoutError,
                         UnstorableValueError)
+from dictdb_shm.crashpoints import ENV as PAUSE
+from dictdb_shm.engine import layout as L
+from proctools import process_state
 
 CACHE_WORKERS = os.path.join(ROOT, "tests", "cache_workers.py")
 
@@ -29,6 +33,19 @@ CACHE_WORKERS = os.path.join(ROOT, "tests", "cache_workers.py")
 def spawn_cache() -> Iterator:
     """conftest's ``spawn`` for tests/cache_workers.py scenarios."""
     yield from spawner(CACHE_WORKERS)
+
+
+@pytest.fixture
+def spawn_cache_paused(monkeypatch) -> Iterator:
+    """``spawn_cache`` whose workers stop themselves (SIGSTOP) at the crash
+    point ``patch_written`` (engine/inplace.py): an in-place edit's bytes
+    are written, its commit is not.  This process is not armed."""
+    monkeypatch.setenv(PAUSE, "patch_written")
+    workers = spawner(CACHE_WORKERS)
+    start = next(workers)
+    monkeypatch.delenv(PAUSE)
+    yield start
+    next(workers, None)
 
 
 @pytest.fixture
@@ -108,6 +125,85 @@ def test_incr_from_four_processes_is_exact(db, spawn_cache):
     lasts = results(workers)
     assert db.cache("counters").get("counter") == 2000
     assert max(lasts) == 2000
+
+
+def test_set_in_place_never_grows_and_readers_never_see_it_torn(db, spawn_cache):
+    c = db.cache("inplace")
+    c.set("k", {"v": "a" * 64})
+    end = c._store.desc.heap_end
+    reader = spawn_cache("read_untorn", db.name, "inplace", 1.5)
+    reader.expect("READY")
+    writes = 0
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        c.set("k", {"v": "ab"[writes % 2] * 64})
+        writes += 1
+    seen = result_of(reader)
+    reader.finish()
+    assert seen["bad"] == [] and seen["reads"] > 1000 and writes > 1000
+    assert c._store.desc.heap_end == end              # every set was made in place
+    assert c.get("k") == {"v": "ab"[(writes - 1) % 2] * 64}
+    c.set("k", {"v": "longer" * 20})                   # another length: appended
+    assert c._store.desc.heap_end > end and c.get("k") == {"v": "longer" * 20}
+
+
+@pytest.mark.parametrize("call", ["incr", "set"])
+def test_sigkill_in_the_middle_of_an_in_place_edit_takes_it_back(db, spawn_cache_paused, call):
+    """A writer killed after it overwrote a committed body in place but
+    before the edit committed: the next locker puts the old bytes back."""
+    c = db.cache("n")
+    if call == "incr":
+        assert c.incr("k", 41) == 41      # written anew, in the counter form
+        w = spawn_cache_paused("incr_once", db.name, "n", "k")
+        old, new = 41, b"\xd3" + (42).to_bytes(8, "big")
+    else:
+        c.set("k", {"name": "before"})
+        w = spawn_cache_paused("set_once", db.name, "n", "k", json.dumps({"name": "after!"}))
+        old, new = {"name": "before"}, b"after!"
+    w.expect("READY")
+    wait_until(lambda: process_state(w.pid) == "T", 60, "the worker to stop mid-edit")
+    store = c._store
+    assert store._w[store._seq_w + L.STORE_PATCH_AT // L.WORD], "no edit was under way"
+    assert new in bytes(store.heap[:store.desc.heap_end])     # the bytes were overwritten
+    w.kill()
+    assert c.get("k") == old              # the next locker undid the edit
+    assert bytes(store.heap[store.desc.heap_end:store.desc.heap_cap]).count(0) == \
+        store.desc.heap_cap - store.desc.heap_end             # and zeroed its copy
+    if call == "incr":
+        assert c.incr("k") == 42 and c.get("k") == 42
+    else:
+        c.set("k", {"name": "again!"})
+        assert c.get("k") == {"name": "again!"} and len(c) == 1
+
+
+def test_sigkill_storm_during_incr_loses_and_doubles_nothing(db, spawn_cache, tmp_path):
+    """Workers incr while being SIGKILLed at random moments, one surviving:
+    the counter is every acknowledged incr, plus at most the one call in
+    flight in each killed worker (applied, not yet acknowledged)."""
+    c = db.cache("storm")
+
+    def acks_file(i: int) -> str:
+        path = tmp_path / f"acks{i}"
+        path.write_bytes(bytes(8))
+        return str(path)
+
+    survivor = spawn_cache("incr_acks", db.name, "storm", 3, acks_file(0))
+    survivor.expect("READY")
+    rng = random.Random(10)
+    kills = 8
+    for i in range(1, kills + 1):
+        w = spawn_cache("incr_acks", db.name, "storm", 3600, acks_file(i))
+        w.expect("READY")
+        time.sleep(rng.uniform(0.02, 0.2))
+        w.kill()
+    survivor_acks = result_of(survivor)
+    survivor.finish()
+    acked = sum(int.from_bytes((tmp_path / f"acks{i}").read_bytes(), "little")
+                for i in range(kills + 1))
+    total = c.get("storm")
+    assert type(total) is int and acked <= total <= acked + kills, (acked, total, kills)
+    assert survivor_acks > 100 and acked > survivor_acks       # every worker really ran
+    assert c.incr("storm") == total + 1
 
 
 def test_add_has_one_winner_across_processes(db, spawn_cache):

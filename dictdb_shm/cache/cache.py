@@ -29,13 +29,15 @@ from dictdb_shm.cache.counters import Counters
 from dictdb_shm.cache.eviction import evict, over_bounds
 from dictdb_shm.cache.memoize import memoizer
 from dictdb_shm.engine import DELETE
-from dictdb_shm.engine.cache_store import REMOVE
+from dictdb_shm.engine.cache_store import NOT_PATCHED as _NOT_PATCHED
+from dictdb_shm.engine.cache_store import REMOVE, Encoded
 from dictdb_shm.engine.sampling import entries_from
 from dictdb_shm.errors import InvalidArgumentError, UnstorableValueError
 
 _MISS = object()
 _open_caches: "weakref.WeakSet[Cache]" = weakref.WeakSet()
 _loads = pickle.loads
+_incr_edit = E.incr_edit
 
 
 class Cache:
@@ -56,6 +58,7 @@ class Cache:
         self.serializer: str = settings.get("serializer") or "msgpack"
         self._pickled = self.serializer == "pickle"
         self._bounded = self.max_items is not None or self.max_bytes is not None
+        store.stamp_reads = self._bounded    # only eviction reads the access stamps
         self._hits_w: int | None = None         # this process's counter words (counters.py)
         self._misses_w: int | None = None
         if self._pickled:
@@ -70,10 +73,10 @@ class Cache:
 
     # ----------------------------------------------------------------- reads
     def get(self, key: Any, default: Any = None) -> Any:
-        """The value of ``key``, or ``default`` when absent or expired.  Lock-free."""
-        now = _time()
-        e = self._get(key, now)
-        if e is not None and (not e[0] or e[0] > now):
+        """The value of ``key``, or ``default`` when absent or expired.
+        Lock-free.  Hot path: the clock is read only for an entry with a deadline."""
+        e = self._get(key)
+        if e is not None and (not e[0] or e[0] > _time()):
             try:
                 self._w[self._hits_w] += 1
             except TypeError:                # no counter slot yet in this process
@@ -87,9 +90,8 @@ class Cache:
 
     def _get_pickled(self, key: Any, default: Any = None) -> Any:
         """``get`` of a cache whose values are pickled (serializer="pickle")."""
-        now = _time()
-        e = self._get(key, now)
-        if e is not None and (not e[0] or e[0] > now):
+        e = self._get(key)
+        if e is not None and (not e[0] or e[0] > _time()):
             try:
                 self._w[self._hits_w] += 1
             except TypeError:
@@ -136,19 +138,22 @@ class Cache:
             ttl = E.check_ttl(ttl)
         return E.body(value, E.deadline(ttl), self._pickled)
 
-    def _change(self, key: Any, decide: Callable[[Any], Any], read: bool = True) -> Any:
+    def _change(self, key: Any, decide: Callable[[Any], Any]) -> Any:
         """Under the write lock: ``store.change_one`` (engine/cache_store.py),
         then evict if the cache is past its bounds."""
         try:
-            done = self._store.change_one(key, decide, read=read)
+            done = self._store.change_one(key, decide)
         except UnstorableValueError as exc:
-            raise UnstorableValueError(
-                f"cache {self.name!r} cannot hold the value for {key!r}: {exc.message}",
-                hint="open the cache with serializer='pickle' for arbitrary objects "
-                     "(trusted data only)") from None
+            raise self._unstorable(key, exc) from None
         if self._bounded and over_bounds(self._store.desc, self.max_items, self.max_bytes):
             evict(self._store, self._counters, self.max_items, self.max_bytes)
         return done
+
+    def _unstorable(self, key: Any, exc: UnstorableValueError) -> UnstorableValueError:
+        return UnstorableValueError(
+            f"cache {self.name!r} cannot hold the value for {key!r}: {exc.message}",
+            hint="open the cache with serializer='pickle' for arbitrary objects "
+                 "(trusted data only)")
 
     def _live(self, current: Any, now: float) -> bool:
         """Under the write lock: whether ``current`` is a live entry; an
@@ -162,15 +167,27 @@ class Cache:
 
     def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` at ``key`` for ``ttl`` seconds (None: the cache's
-        default ttl; ``math.inf``: never expires)."""
-        key = E.check_key(key)
-        body = self._body(value, ttl)
+        default ttl; ``math.inf``: never expires).  Hot path: the body is
+        encoded before the lock is taken, and a body as long as the one it
+        replaces is overwritten in place (CacheStore.set_body)."""
+        if type(key) is not str:
+            key = E.check_key(key)
+        now = _time()
+        encoded = self._encode(key, self._body(value, ttl))
         lock = self._lock
         lock.acquire_write()
         try:
-            self._change(key, lambda _: body, False)
+            if self._store.set_body(key, encoded, now) and self._bounded and \
+                    over_bounds(self._store.desc, self.max_items, self.max_bytes):
+                evict(self._store, self._counters, self.max_items, self.max_bytes)
         finally:
             lock.release_write()
+
+    def _encode(self, key: Any, body: list) -> bytes:
+        try:
+            return self._store.encode(body)
+        except UnstorableValueError as exc:
+            raise self._unstorable(key, exc) from None
 
     def add(self, key: Any, value: Any, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` holds no live value; True when it
@@ -203,27 +220,47 @@ class Cache:
     def incr(self, key: Any, delta: int = 1, default: int = 0) -> int:
         """Add ``delta`` to the int at ``key`` (``default`` when absent) and
         return the result; atomic across processes.  The entry keeps its
-        deadline; a new one gets the cache's default ttl."""
-        key = E.check_key(key)
+        deadline; a new one gets the cache's default ttl.
+
+        Hot path: under the write lock, a counter (entry.py's counter form)
+        is edited in place, 8 bytes with an undo record (engine/inplace.py),
+        so a SIGKILL mid-call leaves the old value or the new one, never a
+        torn or doubled one.  Anything else (absent, expired, an int written
+        by ``set``, a sum past int64) is rewritten through ``change_one``."""
+        if type(key) is not str:
+            key = E.check_key(key)
         if type(delta) is not int or type(default) is not int:
             raise InvalidArgumentError("incr takes int delta and default")
         now = _time()
-
-        def add_to(cur: Any) -> list:
-            if not self._live(cur, now):
-                return [E.deadline(self.ttl, now), default + delta]
-            v = cur[1] if len(cur) == 2 else E.value_of(cur)
-            if type(v) is not int:
-                raise InvalidArgumentError(
-                    f"cache {self.name!r}: the value at {key!r} is a {type(v).__name__}, "
-                    "not an int", hint="incr works on int values only")
-            return [cur[0], v + delta]
         lock = self._lock
         lock.acquire_write()
         try:
-            return self._change(key, add_to)[1]
+            done = self._store.patch_body(key, _incr_edit, delta, now)
+            if done is _NOT_PATCHED:
+                done = self._incr_rewrite(key, delta, default, now)
+            return done
         finally:
             lock.release_write()
+
+    def _incr_rewrite(self, key: Any, delta: int, default: int, now: float) -> int:
+        """Under the write lock: incr by writing the entry anew, in the counter form."""
+        result = 0
+
+        def add_to(cur: Any) -> Any:
+            nonlocal result
+            if not self._live(cur, now):
+                expires_at, v = E.deadline(self.ttl, now), default
+            else:
+                expires_at, v = cur[0], (cur[1] if len(cur) == 2 else E.value_of(cur))
+                if type(v) is not int:
+                    raise InvalidArgumentError(
+                        f"cache {self.name!r}: the value at {key!r} is a {type(v).__name__}, "
+                        "not an int", hint="incr works on int values only")
+            result = v + delta
+            packed = E.counter_body(expires_at, result)
+            return [expires_at, result] if packed is None else Encoded(packed)
+        self._change(key, add_to)
+        return result
 
     def touch(self, key: Any, ttl: float | None = None) -> bool:
         """Give ``key`` a new deadline, ``ttl`` seconds from now (None: the

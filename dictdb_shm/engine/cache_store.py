@@ -1,24 +1,30 @@
 """CacheStore: the TableStore of a cache's table (dictdb_shm/cache/), with
-the two single-key calls a cache lives on.
+the single-key calls a cache lives on.
 
 Owns: the stamped lock-free read (``get_stamped``: the record and, on a hit,
-its access stamp) and the one-probe read-modify-write of one key
-(``change_one``).  Must never know what a cache entry's body means: the
-cache passes the decision in as a function.  Everything else is
+its access stamp), and the one-probe writes of one key: a read-modify-write
+(``change_one``), a set that overwrites a body of the same length in place
+(``set_body``) and an in-place edit of a body (``patch_body``), both through
+inplace.py.  Must never know what a cache entry's body means: the cache
+passes the decision or the edit in as a function.  Everything else is
 TableStore's (store.py): the seqlock, the write path, undo.
 
 *Stamps without a lock.*  The record header's u32 stamp (records.STAMP_AT)
 is written by every write (its time) and, here, by reads (the access time),
-only after ``seq`` proved the record committed.  Writers never write a
-committed record's stamp, so the 4-byte store lands on no byte anyone else
-writes; one racing a compaction's copy only loses that one stamp.
+only after ``seq`` proved the record committed.  Only an in-place set
+writes a committed record's stamp too, under the write lock: it and a racing
+reader both store the current time, so whichever lands is right.  Nobody
+else writes those 4 bytes; a stamp racing a compaction's copy only loses
+that one stamp.
 """
 
 from __future__ import annotations
 
+from time import time as _time
 from typing import Any, Callable
+from zlib import crc32 as _crc32
 
-from dictdb_shm.engine import DELETE, PUT, growth
+from dictdb_shm.engine import DELETE, PUT, growth, inplace
 from dictdb_shm.engine import records as R
 from dictdb_shm.engine.store import OPTIMISTIC_TRIES, TableStore
 
@@ -37,7 +43,16 @@ _TornRead = R.TornRead
 _probe = R.probe
 _STAMPS, _STAMP_MASK, _STAMP_AT = R.STAMPS_PER_SECOND, R.STAMP_MASK, R.STAMP_AT
 
+_COPY_GAP = inplace.COPY_GAP
+_LOCK_FREE = OPTIMISTIC_TRIES > 0       # store.py: not on machines that reorder stores
+
 REMOVE = object()          # change_one's decide() result: delete the key
+NOT_PATCHED = object()     # patch_body's result when the edit cannot be made in place
+
+
+class Encoded(bytes):
+    """A record body already packed with msgpack, which change_one stores as
+    it is (the cache's counters: a fixed-width form that incr edits in place)."""
 
 
 class CacheStore(TableStore):
@@ -46,16 +61,23 @@ class CacheStore(TableStore):
     STAMPED = True
     _stamps: Any = None          # the heap as u32 words, for get_stamped
     _stamps_of: Any = None       # ... of this heap mapping
+    stamp_reads = True           # False for a cache with no bounds: nothing reads its stamps
 
-    def get_stamped(self, pk: Any, now: float) -> Any:
+    def get_stamped(self, pk: Any) -> Any:
         """``get`` for a cache (dictdb_shm/cache/): the record at ``pk`` or
-        None, and on a hit the record's stamp word (records.STAMP_AT) set to
-        ``now``, the access time eviction reads.  Lock-free: the 4-byte store
-        is made only after ``seq`` proved the record committed, and writers
-        never write a committed record's stamp, so it lands on no byte anyone
-        else writes (one racing a compaction's copy only loses that stamp).
-        Hot path: ``_begin_read`` and the probe are written out."""
-        if type(pk) is int and _INT_MIN <= pk <= _INT_MAX:
+        None, and on a hit (when ``stamp_reads``) the record's stamp word
+        (records.STAMP_AT) set to now, the access time eviction reads.
+        Lock-free: the 4-byte store is made only after ``seq`` proved the
+        record committed, and writers never write a committed record's stamp,
+        so it lands on no byte anyone else writes (one racing a compaction's
+        copy only loses that stamp).  Hot path: the first lock-free attempt,
+        ``_begin_read``, the key hash and the probe are written out; retries
+        and the locked fallback are ``_get_slow``'s."""
+        t = type(pk)
+        if t is str:                 # records.key_hash written out for the commonest key
+            pkb = _packb(pk)
+            h = (_crc32(pkb) * _GOLDEN) & _MASK64
+        elif t is int and _INT_MIN <= pk <= _INT_MAX:
             h = ((pk & _MASK64) * _GOLDEN) & _MASK64
             pkb = None
         else:
@@ -66,100 +88,119 @@ class CacheStore(TableStore):
                 return None
             h = R.key_hash(pk, pkb)[0]
         w, seq_w = self._w, self._seq_w
-        for _ in range(OPTIMISTIC_TRIES):
-            seq = w[seq_w]
-            if seq & 1 or w[seq_w + 1] != self._active or w[seq_w + 2] != self.uid:
-                seq = self._begin_read()
-                if seq < 0:
-                    break
-            heap = self.heap
-            mask = self._mask
-            off = -1
-            found = None
-            try:
-                if mask:
-                    dw = self._dw
-                    i = h >> self._shift
-                    for _ in range(mask + 1):
-                        eo = dw[2 * i + 1]
-                        if eo == 0:
+        seq = w[seq_w]
+        if seq & 1 or w[seq_w + 1] != self._active or w[seq_w + 2] != self.uid or \
+                not _LOCK_FREE:
+            return self._get_slow(pk, pkb, h)
+        heap = self.heap
+        mask = self._mask
+        found = None
+        try:
+            if mask:
+                dw = self._dw
+                i = h >> self._shift
+                for _ in range(mask + 1):
+                    eo = dw[2 * i + 1]
+                    if eo == 0:
+                        break
+                    if dw[2 * i] == h and eo != _TOMB and \
+                            (eo & _INT_ENTRY if pkb is None else not eo & _INT_ENTRY):
+                        o = (eo & _OFFSET_MASK) - 1
+                        _, blen, kind, _, pklen = _RHEAD(heap, o)
+                        start = o + _HDR
+                        if pkb is None or heap[start:start + pklen] == pkb:
+                            if kind == _VALUE:
+                                start += pklen
+                                found = _unpackb(heap[start:start + blen], strict_map_key=False)
                             break
-                        if dw[2 * i] == h and eo != _TOMB:
-                            o = (eo & _OFFSET_MASK) - 1
-                            _, blen, kind, _, pklen = _RHEAD(heap, o)
-                            start = o + _HDR
-                            if pkb is None:
-                                if eo & _INT_ENTRY:
-                                    off = o
-                                    break
-                            elif not eo & _INT_ENTRY and heap[start:start + pklen] == pkb:
-                                off = o
-                                break
-                        i = (i + 1) & mask
-                    else:
-                        found = _TornRead
-                    if off >= 0 and kind == _VALUE:
-                        start += pklen
-                        found = _unpackb(heap[start:start + blen], strict_map_key=False)
-            except Exception:  # torn bytes: seq decides below
-                found = _TornRead
-            if w[seq_w] == seq and found is not _TornRead:
-                if found is not None:
-                    sw = self._stamps if self._stamps_of is heap else self._stamp_view(heap)
-                    sw[(off + _STAMP_AT) >> 2] = int(now * _STAMPS) & _STAMP_MASK
-                return found
+                    i = (i + 1) & mask
+                else:
+                    found = _TornRead
+        except Exception:  # torn bytes: seq decides below
+            found = _TornRead
+        if w[seq_w] != seq or found is _TornRead:
+            return self._get_slow(pk, pkb, h)
+        if found is not None and self.stamp_reads:
+            sw = self._stamps if self._stamps_of is heap else self._stamp_view(heap)
+            sw[(o + _STAMP_AT) >> 2] = int(_time() * _STAMPS) & _STAMP_MASK
+        return found
+
+    def _get_slow(self, pk: Any, pkb: bytes | None, h: int) -> Any:
+        """``get_stamped`` once its first attempt met a writer: more lock-free
+        attempts, then the read lock."""
+        key = R._packb(pk) if pkb is None else pkb
+        int_key = _INT_ENTRY if pkb is None else 0
+        w, seq_w = self._w, self._seq_w
+        for _ in range(OPTIMISTIC_TRIES - 1):
+            seq = self._begin_read()
+            if seq < 0:
+                break
+            try:
+                off, found = self._find(key, h, int_key)
+            except Exception:  # torn bytes: try again
+                continue
+            if w[seq_w] == seq:
+                return self._stamped(off, found)
         with self.lock.read_lock():
             self._check_table()
-            heap = self.heap
-            key = R._packb(pk) if pkb is None else pkb
-            off = _probe(self._dw, heap, self._shift, self._mask, h, key,
-                         _INT_ENTRY if pkb is None else 0)[1] if self._mask else -1
-            if off < 0:
-                return None
-            _, blen, kind, _, pklen = _RHEAD(heap, off)
-            if kind != _VALUE:
-                return None
-            self._stamp_view(heap)[(off + _STAMP_AT) >> 2] = int(now * _STAMPS) & _STAMP_MASK
-            return _decode(heap, off + _HDR + pklen, blen)
+            return self._stamped(*self._find(key, h, int_key))
+
+    def _find(self, pkb: bytes, h: int, int_key: int) -> tuple[int, Any]:
+        """(offset, record) of the key, or (-1, None)."""
+        if not self._mask:
+            return -1, None
+        heap = self.heap
+        off = _probe(self._dw, heap, self._shift, self._mask, h, pkb, int_key)[1]
+        if off < 0:
+            return -1, None
+        _, blen, kind, _, pklen = _RHEAD(heap, off)
+        return off, (_decode(heap, off + _HDR + pklen, blen) if kind == _VALUE else None)
+
+    def _stamped(self, off: int, found: Any) -> Any:
+        if found is not None and self.stamp_reads:
+            self._stamp_view(self.heap)[(off + _STAMP_AT) >> 2] = \
+                int(_time() * _STAMPS) & _STAMP_MASK
+        return found
 
     def _stamp_view(self, heap: Any) -> Any:
         self._stamps = memoryview(heap).cast("I")
         self._stamps_of = heap
         return self._stamps
 
-    def change_one(self, pk: Any, decide: Callable[[Any], Any], *,
-                   read: bool = True) -> Any:
-        """Under the write lock: one read-modify-write of key ``pk`` with one
-        probe.  ``decide(current record or None)`` (None without ``read``)
-        returns the new record, REMOVE (of a key that is there), or None to
-        change nothing; the write is all-or-nothing, and ``decide``'s result
-        is returned."""
+    # ------------------------------------------------------------- writes
+    # Under the write lock.  Each is one probe: ``_key``, ``_live_at``, then
+    # an in-place edit (inplace.py) or one appended record (``_put``).
+    def _key(self, pk: Any) -> tuple[Any, bytes, int, int]:
+        """(key as stored, its msgpack bytes, hash, INT_ENTRY or 0); the
+        current segments mapped first."""
         if not self.lock.write_held_by_me():
-            raise RuntimeError("CacheStore.change_one needs the table's write lock")
+            raise RuntimeError("a cache write needs its table's write lock")
         self._check_table()
-        if type(pk) is int and _INT_MIN <= pk <= _INT_MAX:
+        t = type(pk)
+        if t is str:                 # records.key_hash written out for the commonest key
             pkb = _packb(pk)
-            h, int_key = ((pk & _MASK64) * _GOLDEN) & _MASK64, _INT_ENTRY
-        else:
-            pk = R.normalize_key(pk)
-            pkb = R.encode_key(pk)
-            h, int_key = R.key_hash(pk, pkb)
-        current = None
-        if read and self._mask:
+            return pk, pkb, (_crc32(pkb) * _GOLDEN) & _MASK64, 0
+        if t is int and _INT_MIN <= pk <= _INT_MAX:
+            return pk, _packb(pk), ((pk & _MASK64) * _GOLDEN) & _MASK64, _INT_ENTRY
+        pk = R.normalize_key(pk)
+        pkb = R.encode_key(pk)
+        return (pk, pkb, *R.key_hash(pk, pkb))
+
+    def _live_at(self, pkb: bytes, h: int, int_key: int) -> tuple[int, int, int]:
+        """(record offset, body offset, body length) of the key's live
+        record, or (-1, 0, 0)."""
+        if self._mask:
             heap = self.heap
             off = _probe(self._dw, heap, self._shift, self._mask, h, pkb, int_key)[1]
             if off >= 0:
                 _, blen, kind, _, pklen = _RHEAD(heap, off)
                 if kind == _VALUE:
-                    current = _decode(heap, off + _HDR + pklen, blen)
-        new = decide(current)
-        if new is None or (new is REMOVE and current is None):
-            return new
-        if new is REMOVE:
-            body, mode, record = b"", DELETE, None
-        else:
-            body, record = R.encode_record(new, self.table, self._max_record)
-            mode = PUT
+                    return off, off + _HDR + pklen, blen
+        return -1, 0, 0
+
+    def _put(self, pk: Any, pkb: bytes, h: int, int_key: int, body: bytes, mode: int,
+             record: Any) -> None:
+        """Append one record (a delete marker for DELETE) and commit it."""
         total = R.record_size(len(pkb), len(body))
         d = self.desc
         if d.heap_end + total > d.heap_cap or d.dir_used + 1 > d.dir_cap * R.MAX_LOAD:
@@ -169,4 +210,79 @@ class CacheStore(TableStore):
         except BaseException:
             self.recover()
             raise
+
+    def _patch(self, at: int, new: bytes) -> bool:
+        """inplace.patch when the heap has room for its copy; False when not
+        (nothing changed, and the caller appends instead)."""
+        d = self.desc
+        if d.heap_end + _COPY_GAP + len(new) > d.heap_cap or self.indexes_by_field:
+            return False
+        inplace.patch(self, at, new)
+        return True
+
+    def encode(self, record: Any) -> bytes:
+        """The body bytes of ``record`` for ``set_body``, checked
+        (UnstorableValueError, RecordTooLargeError); takes no lock, so a
+        writer encodes before it locks."""
+        return R.encode_record(record, self.table, self._max_record)[0]
+
+    def change_one(self, pk: Any, decide: Callable[[Any], Any]) -> Any:
+        """Under the write lock: one read-modify-write of key ``pk`` with one
+        probe.  ``decide(current record or None)`` returns the new record (or its Encoded body), REMOVE (of a key that
+        is there), or None to change nothing; the write is all-or-nothing,
+        and ``decide``'s result is returned."""
+        pk, pkb, h, int_key = self._key(pk)
+        current = None
+        off, start, blen = self._live_at(pkb, h, int_key)
+        if off >= 0:
+            current = _decode(self.heap, start, blen)
+        new = decide(current)
+        if new is None or (new is REMOVE and current is None):
+            return new
+        if new is REMOVE:
+            self._put(pk, pkb, h, int_key, b"", DELETE, None)
+        elif type(new) is Encoded:
+            self._put(pk, pkb, h, int_key, bytes(new), PUT, None)
+        else:
+            body, record = R.encode_record(new, self.table, self._max_record)
+            self._put(pk, pkb, h, int_key, body, PUT, record)
         return new
+
+    def set_body(self, pk: Any, body: bytes, now: float) -> bool:
+        """Under the write lock: make ``body`` (msgpack bytes) the record of
+        ``pk``.  When the key holds a live record whose body has the same
+        length, the body is overwritten in place (inplace.py) and its stamp
+        set to ``now``, so nothing is appended and no compaction is ever
+        due; else one record is appended.  True when it appended (the
+        table grew).  Hot path (a cache's set)."""
+        pk, pkb, h, int_key = self._key(pk)
+        off, start, blen = self._live_at(pkb, h, int_key)
+        if off >= 0 and blen == len(body) and self._patch(start, body):
+            # A reader may stamp the same word at the same moment: both are
+            # current times, so whichever store lands is right.
+            heap = self.heap
+            sw = self._stamps if self._stamps_of is heap else self._stamp_view(heap)
+            sw[(off + _STAMP_AT) >> 2] = int(now * _STAMPS) & _STAMP_MASK
+            return False
+        self._put(pk, pkb, h, int_key, body, PUT, None)
+        return True
+
+    def patch_body(self, pk: Any, edit: Callable[..., Any], *args: Any) -> Any:
+        """Under the write lock: edit the body of ``pk``'s live record in place.
+
+        ``edit(body bytes, *args)`` returns ``(offset in the body, new bytes,
+        result)`` or None when the edit cannot keep the body's length.  The
+        new bytes are written by inplace.patch, committed when this returns,
+        all-or-nothing across a SIGKILL.  Returns ``result``, or NOT_PATCHED
+        (nothing changed) when the key holds no live record, ``edit`` said
+        None or the heap has no room for the undo copy.  Hot path (a
+        cache's incr): one probe, one copy of the body."""
+        pk, pkb, h, int_key = self._key(pk)
+        off, start, blen = self._live_at(pkb, h, int_key)
+        if off < 0:
+            return NOT_PATCHED
+        done = edit(self.heap[start:start + blen], *args)
+        if done is None:
+            return NOT_PATCHED
+        at, new, result = done
+        return result if self._patch(start + at, new) else NOT_PATCHED

@@ -85,6 +85,10 @@ Store region::
     +16   u64 uid      copy of the slot uid, read in the same load as seq
     +24   u64 txn_end  high-water mark of the running write (bytes to zero on undo)
     +32   u64 index_dirty  1 while a write edits the index segment in place
+    +40   u64 patch_at     heap offset + 1 of an in-place edit under way, 0 when
+                           none: the undo record of engine/inplace.py, armed last
+    +48   u64 patch_copy   heap offset of the copy of the bytes it overwrites
+    +56   u64 patch_shape  their length | the heap segment number << 32
     +64   descriptor 0 (DESC_SIZE bytes)   +192 descriptor 1
     +512  a cache's words (STORE_CACHE: CACHE_* below): evictions, expired,
           the eviction hand, counters, then CACHE_PROCESS_SLOTS per-process
@@ -99,7 +103,7 @@ from __future__ import annotations
 import struct
 from typing import Any, NamedTuple
 
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 MAGIC = b"DDBSHMC1"
 FLAG_PRIVATE = 1
 
@@ -174,6 +178,9 @@ STORE_ACTIVE = 8
 STORE_UID = 16
 STORE_TXN_END = 24
 STORE_INDEX_DIRTY = 32
+STORE_PATCH_AT = 40          # engine/inplace.py's undo record: three words
+STORE_PATCH_COPY = 48
+STORE_PATCH_SHAPE = 56
 STORE_DESC = 64
 DESC_SIZE = 128
 SEQ_DROPPED = (1 << 64) - 1                  # odd, so lock-free readers stop
@@ -220,7 +227,8 @@ EMPTY_TABLE = Descriptor(0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0)
 TRACK_LOST = (1 << 64) - 1
 
 
-if STORE_DESC + 2 * DESC_SIZE > STORE_CACHE or STORE_CACHE + CACHE_PROCESSES + \
+if STORE_PATCH_SHAPE + U64.size > STORE_DESC or \
+        STORE_DESC + 2 * DESC_SIZE > STORE_CACHE or STORE_CACHE + CACHE_PROCESSES + \
         CACHE_PROCESS_SLOTS * CACHE_PROCESS_SIZE > STORE_REGION_SIZE or \
         DESCRIPTOR.size > DESC_SIZE or LOCK_MUTEX + LOCK_MUTEX_SIZE > LOCK_REGION_SIZE or \
         SOCKET_PATH_AT + SOCKET_PATH_LEN.size + SOCKET_PATH_MAX > PERSIST_PATH_AT or \

@@ -23,8 +23,9 @@ step, then write the inactive descriptor and flip ``active`` with one 8-byte
 store: the commit.  *Undo* (``recover``) walks the records past the
 committed end newest first, puts each directory entry back to the ``prev``
 its record remembers, clears the SUPERSEDED flags, zeroes the tail and
-rebuilds an index segment left dirty; it runs when ``apply`` raises and,
-through the lock, when a writer died.  Invariants:
+rebuilds an index segment left dirty (and first takes back an in-place
+edit left armed: inplace.py); it runs when ``apply`` raises and, through
+the lock, when a writer died.  Invariants:
 
 * Bytes of the heap past the committed end are zero when no write runs.
 * A directory entry points below the committed end, except during ``apply``.
@@ -39,7 +40,7 @@ import platform
 from time import time as _now
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from dictdb_shm.engine import bulk, growth, indexing, search
+from dictdb_shm.engine import bulk, growth, indexing, inplace, search
 from dictdb_shm.engine import layout as L
 from dictdb_shm.engine import records as R
 from dictdb_shm.engine.append import append_records
@@ -387,6 +388,7 @@ class TableStore(TableMapping):
         if w[self._uid_w] != self.uid or w[self._seq_w] == L.SEQ_DROPPED:
             return
         self._sync(w[self._active_w])
+        inplace.undo(self)          # an in-place edit (inplace.py) is never part of an append
         heap, dw = self.heap, self._dw
         end, cap = self.desc.heap_end, self.desc.heap_cap
         appended = []
