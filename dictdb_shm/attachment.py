@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Callable
 
 import posix_ipc
 
@@ -25,6 +26,9 @@ from dictdb_shm.persistence.journal import Journal
 DEFAULT_LOCK_TIMEOUT = float(os.environ.get("DICTDB_SHM_LOCK_TIMEOUT", "30"))
 
 _registry: dict[str, "Attachment"] = {}
+# Called with the database's name when this process's last handle of it
+# closes (parallel/pool.py ends its worker processes there).
+detach_hooks: list[Callable[[str], None]] = []
 _registry_lock = threading.Lock()
 
 
@@ -58,8 +62,12 @@ class Attachment:
     def release(self) -> None:
         with _registry_lock:
             self.handles -= 1
-            if self.handles <= 0 and _registry.get(self.db) is self:
+            last = self.handles <= 0 and _registry.get(self.db) is self
+            if last:
                 del _registry[self.db]
+        if last:
+            _run_detach_hooks(self.db)
+            with _registry_lock:
                 self.catalog.close()
 
     def forget(self) -> None:
@@ -67,6 +75,8 @@ class Attachment:
         with _registry_lock:
             if _registry.get(self.db) is self:
                 del _registry[self.db]
+        _run_detach_hooks(self.db)
+        with _registry_lock:
             self.catalog.close()
 
     def table(self, entry: TableEntry) -> tuple[TableLock, TableStore]:
@@ -95,6 +105,11 @@ class Attachment:
     def forget_table(self, uid: int) -> None:
         with self._mutex:
             self._tables.pop(uid, None)
+
+
+def _run_detach_hooks(db: str) -> None:
+    for hook in detach_hooks:
+        hook(db)
 
 
 def _catalog_still_there(att: Attachment) -> bool:

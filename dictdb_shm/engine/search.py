@@ -88,22 +88,32 @@ def records_around(heap: Any, heap_end: int, heap_cap: int, n_records: int,
     offset log (after ``heap_cap``) names the record around each match, and
     only those records are decoded.
     """
-    offsets = memoryview(heap)[heap_cap:heap_cap + 8 * n_records].cast("Q")
+    decode = R._unpackb
+    for start, blen in match_spans(heap, 0, heap_end, heap_cap, 0, n_records, needle):
+        yield decode(heap[start:start + blen], strict_map_key=False)
+
+
+def match_spans(heap: Any, start: int, end: int, heap_cap: int, first: int, stop: int,
+                needle: "re.Pattern[bytes]") -> Iterator[tuple[int, int]]:
+    """``(body start, body length)`` of each live record holding a match of
+    ``needle`` between bytes ``start`` and ``end``, which are the records
+    ``first`` to ``stop - 1`` of the offset log (engine/ranges.py's parts;
+    the whole heap is ``0, heap_end, 0, n_records``)."""
+    offsets = memoryview(heap)[heap_cap:heap_cap + 8 * stop].cast("Q")
     try:
         last = -1
-        i = 0
-        decode = R.decode_body
-        for m in needle.finditer(heap, 0, heap_end):
+        i = first
+        for m in needle.finditer(heap, start, end):
             pos = m.start()
-            i = bisect_right(offsets, pos, i, n_records) - 1
+            i = bisect_right(offsets, pos, i, stop) - 1
             off = offsets[i]
             if off == last:
                 continue
             last = off
             total, blen, kind, flags, pklen = _RHEAD(heap, off)
-            if off + total <= pos:
+            if off + total <= pos or off < start:
                 raise R.TornRead              # the log and the heap disagree
             if kind == _VALUE and not flags & R.SUPERSEDED:
-                yield decode(heap, off + R.RECORD_HEADER + pklen, blen)
+                yield off + R.RECORD_HEADER + pklen, blen
     finally:
         offsets.release()
