@@ -17,7 +17,8 @@ methods.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol, TypeVar
+from typing import (Any, Callable, ContextManager, Iterable, Iterator, Protocol, Sequence,
+                    TypeVar)
 
 T = TypeVar("T")
 
@@ -133,9 +134,10 @@ class StorageEngine(Protocol):
 
     # For parallel queries (dictdb_shm/parallel/), the one split and the
     # parts read in other processes:
-    def partition(self, parts: int) -> list[Any] | None:
-        """Under the table's read lock: the committed records in ``parts``
-        parts (picklable), or None when this store cannot be split."""
+    def partition(self, shares: Sequence[float]) -> list[Any] | None:
+        """Under the table's read lock: the committed records in parts of
+        about ``shares`` (relative sizes; picklable parts, empty ones left
+        out), or None when this store cannot be split."""
 
     def part_records(self, part: Any, holding: str | None = None,
                      containing: tuple[str, Any] | None = None) -> Iterator[dict]:

@@ -82,7 +82,7 @@ class TtlStore(TableStore):
                 yield R.decode_body(heap, start, blen)
             off += total
 
-    def partition(self, parts: int) -> None:
+    def partition(self, shares: Any) -> None:
         """Not split: whether a record has expired depends on when it is read,
         so a query of a TTL table runs in one process."""
         return None

@@ -25,7 +25,7 @@ order, so entry ``k`` of the log is where the ``k``-th record starts.
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 from dictdb_shm.engine import records as R
 from dictdb_shm.engine import search
@@ -56,22 +56,29 @@ class StalePart(Exception):
     holds the read lock (it died, or its lock was taken from it)."""
 
 
-def split(store: Any, parts: int) -> list[ScanPart]:
-    """Under the table's read lock: the committed heap in ``parts`` parts of
-    about as many records each (fewer parts when there are fewer records)."""
+def split(store: Any, shares: Sequence[float]) -> list[ScanPart]:
+    """Under the table's read lock: the committed heap in ``len(shares)``
+    parts, part ``k`` holding about ``shares[k] / sum(shares)`` of the
+    records (parts that would be empty are left out)."""
     d = store.desc
     n = d.n_records
-    parts = max(1, min(parts, n))
     if not n:
         return [ScanPart(store.uid, store._active, d.heap_seg, 0, 0, 0, 0)]
+    total = float(sum(shares))
+    bounds, acc = [0], 0.0
+    for share in shares:
+        acc += share
+        b = min(n, round(n * acc / total))
+        if b > bounds[-1]:
+            bounds.append(b)
+    bounds[-1] = n
     log = memoryview(store.heap)[d.heap_cap:d.heap_cap + 8 * n].cast("Q")
     try:
-        bounds = [n * k // parts for k in range(parts + 1)]
         starts = [log[b] if b < n else d.heap_end for b in bounds]
     finally:
         log.release()
     return [ScanPart(store.uid, store._active, d.heap_seg, starts[k], starts[k + 1], bounds[k],
-                     bounds[k + 1]) for k in range(parts)]
+                     bounds[k + 1]) for k in range(len(bounds) - 1)]
 
 
 def open_part(store: Any, part: ScanPart) -> None:

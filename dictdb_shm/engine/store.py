@@ -301,10 +301,11 @@ class TableStore(TableMapping):
         return out
 
     # ----------------------------------------------------------- parallel parts
-    def partition(self, parts: int) -> list[ranges.ScanPart] | None:
-        """Under the table's read lock: the committed heap in ``parts``
-        record-aligned parts that other processes read (engine/ranges.py)."""
-        return ranges.split(self, parts)
+    def partition(self, shares: Any) -> list[ranges.ScanPart] | None:
+        """Under the table's read lock: the committed heap in record-aligned
+        parts of about ``shares`` (relative sizes) that other processes read
+        (engine/ranges.py)."""
+        return ranges.split(self, shares)
 
     def part_records(self, part: ranges.ScanPart, holding: str | None = None,
                      containing: tuple[str, Any] | None = None) -> Iterator[dict]:

@@ -29,6 +29,9 @@ from dictdb_shm.query import Predicate
 AUTO_MIN_ROWS = 200_000
 AUTO_MAX_WORKERS = 4
 MAX_WORKERS = 64
+# The calling process reads the first part itself.  For a select it then
+# also decodes the matches the workers send back, so its part is smaller.
+CALLER_SHARE_SELECT = 0.8
 
 
 class Narrowing(NamedTuple):
@@ -61,6 +64,11 @@ def processes(workers: int | None, live_count: Callable[[], int]) -> int:
     if cpus < 2 or live_count() < AUTO_MIN_ROWS:
         return 1
     return min(cpus, AUTO_MAX_WORKERS)
+
+
+def shares(n: int, select: bool) -> list[float]:
+    """The relative sizes of the ``n`` parts, the calling process's first."""
+    return [CALLER_SHARE_SELECT if select else 1.0] + [1.0] * (n - 1)
 
 
 def narrowing(node: Predicate | None, primary_key: str, store: Any) -> Narrowing | None:

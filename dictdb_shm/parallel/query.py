@@ -64,7 +64,8 @@ def _run(db: str, store: Any, primary_key: str, node: Predicate | None, workers:
 
     def split_and_run(s: Any) -> Any:
         narrowing = plan.narrowing(node, primary_key, s)
-        parts = s.partition(n) if narrowing is not None else None
+        parts = s.partition(plan.shares(n, here is part.rows)) if narrowing is not None \
+            else None
         if not parts or len(parts) < 2:
             return _NOT_SPLIT
         tasks = [make(p, narrowing) for p in parts]
