@@ -214,6 +214,17 @@ def analytic_functions(t: Any, con: sqlite3.Connection, duck: Any) -> dict:
     return {k: {s: v[s] for s in ("dictdb_shm", "sqlite3", "duckdb")} for k, v in out.items()}
 
 
+def worker_functions(t: Any, workers: int) -> dict[str, Callable[[Any], list]]:
+    """kind -> fn(const): dictdb_shm's analytic queries with ``workers=``."""
+    return {
+        "count": lambda c: [t.aggregate(n=Count(), where=t.score > c, workers=workers)],
+        "and": lambda c: t.select(where=(t.city == c) & (t.score > SCORE_CUT), workers=workers),
+        "group": lambda _c: t.aggregate(group_by="city", n=Count(), avg=Avg("score"),
+                                        workers=workers),
+        "contains": lambda c: t.select(where=t.name.contains(c), workers=workers),
+    }
+
+
 def analytic_constants(kind: str, count: int, rnd: random.Random) -> list[Any]:
     if kind == "count":
         return [SCORE_CUT + rnd.random() / 100 for _ in range(count)]

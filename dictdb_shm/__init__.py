@@ -22,9 +22,10 @@ from dictdb_shm.errors import (CoordinatorError, CorruptionError, DatabaseClosed
                                DatabaseExistsError, DatabaseFullError, FileAccessError, DatabaseNotFoundError, DictDBError,
                                DuplicateKeyError, DuplicateTableError, ForkedLockError,
                                InvalidArgumentError, InvalidNameError,
-                               LockTimeoutError, OwnershipError, LockUpgradeError, RecordNotFoundError,
+                               LockTimeoutError, OwnershipError, LockUpgradeError,
+                               ParallelQueryError, RecordNotFoundError,
                                RecordTooLargeError, SchemaValidationError, TableNotFoundError,
-                               UnstorableValueError)
+                               UnstorableValueError, WorkerLostError)
 from dictdb_shm.query import (And, Avg, Compare, Condition, Count, Field, Max, Min, Not, Or,
                               Sum)
 
@@ -40,4 +41,5 @@ __all__ = [
     "LockTimeoutError",
     "LockUpgradeError", "OwnershipError", "UnstorableValueError", "RecordTooLargeError", "CoordinatorError",
     "CorruptionError", "DatabaseExistsError", "FileAccessError", "ForkedLockError",
+    "ParallelQueryError", "WorkerLostError",
 ]

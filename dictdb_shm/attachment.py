@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Callable
 
 import posix_ipc
 
@@ -31,6 +32,9 @@ from dictdb_shm.persistence.journal import Journal
 DEFAULT_LOCK_TIMEOUT = float(os.environ.get("DICTDB_SHM_LOCK_TIMEOUT", "30"))
 
 _registry: dict[str, "Attachment"] = {}
+# Called with the database's name when this process's last handle of it
+# closes (parallel/pool.py ends its worker processes there).
+detach_hooks: list[Callable[[str], None]] = []
 _registry_lock = threading.Lock()
 
 
@@ -65,9 +69,13 @@ class Attachment:
     def release(self) -> None:
         with _registry_lock:
             self.handles -= 1
-            if self.handles <= 0 and _registry.get(self.db) is self:
+            last = self.handles <= 0 and _registry.get(self.db) is self
+            if last:
                 del _registry[self.db]
                 self.closed = True
+        if last:
+            _run_detach_hooks(self.db)
+            with _registry_lock:
                 self.catalog.close()
 
     def forget(self) -> None:
@@ -76,6 +84,8 @@ class Attachment:
             if _registry.get(self.db) is self:
                 del _registry[self.db]
             self.closed = True
+        _run_detach_hooks(self.db)
+        with _registry_lock:
             self.catalog.close()
 
     def table(self, entry: TableEntry) -> tuple[TableLock, TableStore]:
@@ -116,6 +126,11 @@ def _new_thread_locks_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_new_thread_locks_after_fork)
+
+
+def _run_detach_hooks(db: str) -> None:
+    for hook in detach_hooks:
+        hook(db)
 
 
 def _catalog_still_there(att: Attachment) -> bool:

@@ -159,4 +159,20 @@ class CorruptionError(DictDBError):
     hint = "the shared memory does not hold what this version expects; recreate the database"
 
 
+
+class ParallelQueryError(DictDBError):
+    """A query with ``workers=N`` could not be run across its worker
+    processes (one failed to start, did not answer, or read a table that
+    moved on).  The pool is ended; the next parallel query starts a new one."""
+
+    hint = "run the query again; with workers=1 it runs in this process only"
+
+
+class WorkerLostError(ParallelQueryError):
+    """A worker process of a parallel query died before it answered (killed,
+    or out of memory).  The query is abandoned; the pool heals."""
+
+    hint = ("run the query again: a new worker process is started; check the system log "
+            "if workers keep dying (out of memory?)")
+
 __all__ = [name for name in dir() if name.endswith("Error")]

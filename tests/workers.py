@@ -509,5 +509,14 @@ def start_backups(db: str, directory: str, interval: str, fmt: str) -> None:
     out("RESULT", "started")
 
 
+def parallel_query_then_wait(db: str, table: str) -> None:
+    """Run a query with workers=2, report the pool's pids, then wait to be killed."""
+    from dictdb_shm.parallel import pool
+    t = DictDB.attach(db).get_table(table)
+    t.select(where=t.name.contains("1"), workers=2)
+    out("RESULT", *pool.running(db).pids())
+    time.sleep(120)
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])

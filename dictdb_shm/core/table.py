@@ -22,6 +22,8 @@ from dictdb_shm.core import planner
 from dictdb_shm.core import schema as schemas
 from dictdb_shm.core.index_views import IndexViews
 from dictdb_shm.engine import DELETE, INSERT, PUT, StorageEngine, TableLocking
+from dictdb_shm.parallel import query as parallel
+from dictdb_shm.parallel.plan import check_workers
 from dictdb_shm.errors import (DuplicateKeyError, InvalidArgumentError, RecordNotFoundError,
                                SchemaValidationError)
 from dictdb_shm.persistence import tracking
@@ -271,22 +273,29 @@ class Table:
     def select(self, columns: Sequence[str] | Mapping[str, str] | None = None,
                where: Any = None, order_by: str | Sequence[str] | None = None,
                limit: int | None = None, offset: int = 0, copy: bool = True,
-               distinct: bool = False) -> list[Record]:
+               distinct: bool = False, workers: int | None = None) -> list[Record]:
         """Records matching ``where``, shaped like DictDB's select.
 
         Every record is decoded from shared memory for this call, so the
         result is always the caller's own: ``copy=False`` is accepted and
         returns the same private dicts.  Without ``order_by`` the order is the
-        order in which records were last written.
+        order in which records were last written.  ``workers=N`` splits the
+        scan over N processes (dictdb_shm/parallel/); None lets the library
+        decide, 1 keeps it in this process.
         """
         limit, offset = normalize_paging(limit, offset)
+        if workers is not None and (type(workers) is not int or workers != 1):
+            check_workers(workers)
         if (type(where) is Compare and where.op == "eq" and where.field == self.primary_key
                 and columns is None and order_by is None and not offset and not distinct
                 and (limit is None or limit > 0)):
             found = self._store.get(where.value)     # select by primary key: the fast path
             return [] if found is None else [found]
         stop = None if order_by or distinct or limit is None else offset + limit
-        rows = self._matching(where, stop)
+        rows = None if workers == 1 else parallel.matching(
+            self._db.name, self._store, self.primary_key, as_predicate(where), stop, workers)
+        if rows is None:
+            rows = self._matching(where, stop)
         return shape_rows(rows, columns=columns, order_by=order_by, limit=limit,
                           offset=offset, distinct=distinct)
 
@@ -365,10 +374,14 @@ class Table:
         return sorted(cols)
 
     def aggregate(self, group_by: str | Sequence[str] | None = None, where: Any = None,
-                  **aggs: Aggregate) -> Any:
+                  workers: Any = None, **aggs: Aggregate) -> Any:
         """``t.aggregate(n=Count(), avg=Avg("age"), where=..., group_by="city")``:
         one dict of results, or with ``group_by`` a list of one dict per group.
-        Computed from column indexes when the fields have them (core/columnar.py)."""
+        Computed from column indexes when the fields have them (core/columnar.py);
+        else ``workers`` as in select (an aggregate named "workers" still works)."""
+        if isinstance(workers, Aggregate):
+            aggs, workers = {"workers": workers, **aggs}, None
+        check_workers(workers)
         node = as_predicate(where)
 
         def from_columns(s: StorageEngine) -> Any:
@@ -377,6 +390,9 @@ class Table:
             from dictdb_shm.core import columnar
             return columnar.aggregate(s, node, group_by, aggs)
         found = self._store.read(from_columns)
+        if found is None and workers != 1:
+            found = parallel.aggregate(self._db.name, self._store, self.primary_key, node,
+                                       group_by, aggs, workers)
         if found is not None:
             return found
         return aggregate_rows(self._matching(where), group_by, **aggs)

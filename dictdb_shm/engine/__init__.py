@@ -17,7 +17,8 @@ methods.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol, TypeVar
+from typing import (Any, Callable, ContextManager, Iterable, Iterator, Protocol, Sequence,
+                    TypeVar)
 
 T = TypeVar("T")
 
@@ -130,3 +131,26 @@ class StorageEngine(Protocol):
     def field_arrays(self, field: str) -> Any:
         """``field`` of every live record as ColumnArrays, from the column
         index when there is one, else read from the heap."""
+
+    # For parallel queries (dictdb_shm/parallel/), the one split and the
+    # parts read in other processes:
+    def partition(self, shares: Sequence[float]) -> list[Any] | None:
+        """Under the table's read lock: the committed records in parts of
+        about ``shares`` (relative sizes; picklable parts, empty ones left
+        out), or None when this store cannot be split."""
+
+    def part_records(self, part: Any, holding: str | None = None,
+                     containing: tuple[str, Any] | None = None) -> Iterator[dict]:
+        """In any process, without a lock, while the splitter holds the read
+        lock: the live records of ``part`` (narrowed to a superset of those
+        whose bytes hold ``holding``, or ``field`` == one of ``values`` for
+        ``containing=(field, values)``)."""
+
+    def pack_part(self, part: Any, keep: Callable[[dict], bool] | None,
+                  stop: int | None = None, holding: str | None = None,
+                  containing: tuple[str, Any] | None = None) -> bytes:
+        """The records of ``part_records`` that ``keep`` accepts (the first
+        ``stop``), packed to travel to another process."""
+
+    def unpack_part(self, packed: bytes) -> list[dict]:
+        """The records of a ``pack_part`` result."""

@@ -22,13 +22,14 @@ offset log does not explain raises TornRead and the read is retried.
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+from itertools import islice
 from typing import Any, Iterable, Iterator
 
 from dictdb_shm.engine import records as R
 
 _RHEAD = R.HEAD.unpack_from
 _VALUE = R.KIND_VALUE
+MATCH_BATCH = 4096          # matches placed in the offset log per numpy call
 
 
 def value_encodings(value: Any) -> list[bytes] | None:
@@ -88,22 +89,46 @@ def records_around(heap: Any, heap_end: int, heap_cap: int, n_records: int,
     offset log (after ``heap_cap``) names the record around each match, and
     only those records are decoded.
     """
-    offsets = memoryview(heap)[heap_cap:heap_cap + 8 * n_records].cast("Q")
-    try:
-        last = -1
-        i = 0
-        decode = R.decode_body
-        for m in needle.finditer(heap, 0, heap_end):
-            pos = m.start()
-            i = bisect_right(offsets, pos, i, n_records) - 1
-            off = offsets[i]
+    decode = R._unpackb
+    for start, blen in match_spans(heap, 0, heap_end, heap_cap, 0, n_records, needle):
+        yield decode(heap[start:start + blen], strict_map_key=False)
+
+
+def match_spans(heap: Any, start: int, end: int, heap_cap: int, first: int, stop: int,
+                needle: "re.Pattern[bytes]") -> Iterator[tuple[int, int]]:
+    """``(body start, body length)`` of each live record holding a match of
+    ``needle`` between bytes ``start`` and ``end``, which are the records
+    ``first`` to ``stop - 1`` of the offset log (engine/ranges.py's parts;
+    the whole heap is ``0, heap_end, 0, n_records``).
+
+    Matches are taken ``MATCH_BATCH`` at a time (so a caller that stops
+    early stops the search too) and placed in the log by one numpy
+    ``searchsorted`` per batch rather than a bisect each.
+    """
+    import numpy as np                     # loaded by the first searched scan
+    matches = needle.finditer(heap, start, end)
+    last = -1
+    while True:
+        batch = [m.start() for m in islice(matches, MATCH_BATCH)]
+        if not batch:
+            return
+        log = np.frombuffer(heap, np.uint64, stop - first, heap_cap + 8 * first)
+        pos = np.array(batch, np.uint64)
+        at = np.searchsorted(log, pos, side="right")
+        if at.min() == 0:
+            raise R.TornRead                  # a match before the part's first record
+        at -= 1
+        new = np.flatnonzero(np.r_[True, at[1:] != at[:-1]])   # each record's first match
+        offsets, where = log[at[new]].tolist(), pos[new].tolist()
+        del log                            # no export of the mapping outlives a batch
+        for off, p in zip(offsets, where):
             if off == last:
                 continue
             last = off
             total, blen, kind, flags, pklen = _RHEAD(heap, off)
-            if off + total <= pos:
+            if off + total <= p:
                 raise R.TornRead              # the log and the heap disagree
             if kind == _VALUE and not flags & R.SUPERSEDED:
-                yield decode(heap, off + R.RECORD_HEADER + pklen, blen)
-    finally:
-        offsets.release()
+                yield off + R.RECORD_HEADER + pklen, blen
+        if len(batch) < MATCH_BATCH:
+            return

@@ -40,7 +40,7 @@ import platform
 from time import time as _now
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from dictdb_shm.engine import bulk, growth, indexing, inplace, search
+from dictdb_shm.engine import bulk, growth, indexing, inplace, ranges, search
 from dictdb_shm.engine import layout as L
 from dictdb_shm.engine import records as R
 from dictdb_shm.engine.append import append_records
@@ -304,6 +304,36 @@ class TableStore(TableMapping):
             start = off + _HDR + pklen
             out.append(_unpackb(heap[start:start + blen], strict_map_key=False))
         return out
+
+    # ----------------------------------------------------------- parallel parts
+    def partition(self, shares: Any) -> list[ranges.ScanPart] | None:
+        """Under the table's read lock: the committed heap in record-aligned
+        parts of about ``shares`` (relative sizes) that other processes read
+        (engine/ranges.py)."""
+        return ranges.split(self, shares)
+
+    def part_records(self, part: ranges.ScanPart, holding: str | None = None,
+                     containing: tuple[str, Any] | None = None) -> Iterator[dict]:
+        """Without a lock, while ``part``'s splitter holds the read lock: its
+        live records (a superset of those holding ``holding`` or ``containing``
+        when given), in heap order."""
+        ranges.open_part(self, part)
+        yield from ranges.records(self, part, holding, containing)
+        ranges.check_still_current(self, part)
+
+    def pack_part(self, part: ranges.ScanPart, keep: Callable[[dict], bool] | None,
+                  stop: int | None = None, holding: str | None = None,
+                  containing: tuple[str, Any] | None = None) -> bytes:
+        """As ``part_records``, the (first ``stop``) records ``keep`` accepts,
+        packed as stored for ``unpack_part`` in another process."""
+        ranges.open_part(self, part)
+        packed = ranges.pack_matches(self, ranges.body_spans(self, part, holding, containing),
+                                     keep, stop)
+        ranges.check_still_current(self, part)
+        return packed
+
+    def unpack_part(self, packed: bytes) -> list[dict]:
+        return ranges.unpack_matches(packed)
 
     def create_index(self, field: str, kind: str) -> bool:
         """Under the write lock: index ``field``; False when it already is."""

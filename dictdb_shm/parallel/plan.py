@@ -1,0 +1,86 @@
+"""Whether a query is split, into how many parts, and along which access path.
+
+Owns: the checks on the ``workers`` argument, what ``workers=None`` picks
+(``AUTO_MIN_ROWS``, ``AUTO_MAX_WORKERS``), and which planner paths a split
+can follow: a full scan or a searched scan (core/planner.py rules 6 and 7),
+the decode-bound paths.  Must never: run queries, touch storage beyond
+asking the store for its live count and index kinds, or start processes.
+
+Paths that decode only the rows they return (primary-key lookups, hash and
+sorted indexes, column indexes) are not split: they are answered in the
+calling process, where they are already fast, exactly as with ``workers=1``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, NamedTuple
+
+from dictdb_shm.core import planner
+from dictdb_shm.errors import InvalidArgumentError
+from dictdb_shm.query import Predicate
+
+# workers=None splits a query over AUTO_MAX_WORKERS processes at most (and
+# no more than this process may run on), and only for tables of at least
+# AUTO_MIN_ROWS live records.  Below that a scan takes some tens of
+# milliseconds in one process, and the round trips to the workers (a task
+# out, the matches back, ~1 ms) plus holding the read lock for the whole
+# query (writers wait) are no longer worth it.
+AUTO_MIN_ROWS = 200_000
+AUTO_MAX_WORKERS = 4
+MAX_WORKERS = 64
+# The calling process reads the first part itself.  For a select it then
+# also decodes the matches the workers send back, so its part is smaller.
+CALLER_SHARE_SELECT = 0.8
+
+
+class Narrowing(NamedTuple):
+    """How each part reads its records: all of them, or only those whose
+    bytes hold ``holding`` (a str) or ``containing`` (``(field, values)``)."""
+
+    holding: str | None = None
+    containing: tuple[str, tuple] | None = None
+
+
+FULL_SCAN = Narrowing()
+
+
+def check_workers(workers: Any) -> None:
+    """InvalidArgumentError unless ``workers`` is None or an int from 1 to MAX_WORKERS."""
+    if workers is None:
+        return
+    if type(workers) is not int or not 1 <= workers <= MAX_WORKERS:
+        raise InvalidArgumentError(
+            f"workers must be None (the library decides) or an int from 1 to {MAX_WORKERS}, "
+            f"not {workers!r}", hint="workers=1 runs the query in this process only")
+
+
+def processes(workers: int | None, live_count: Callable[[], int]) -> int:
+    """How many processes a query uses, the calling one included (1: not split)."""
+    check_workers(workers)
+    if workers is not None:
+        return workers
+    cpus = len(os.sched_getaffinity(0))
+    if cpus < 2 or live_count() < AUTO_MIN_ROWS:
+        return 1
+    return min(cpus, AUTO_MAX_WORKERS)
+
+
+def shares(n: int, select: bool) -> list[float]:
+    """The relative sizes of the ``n`` parts, the calling process's first."""
+    return [CALLER_SHARE_SELECT if select else 1.0] + [1.0] * (n - 1)
+
+
+def narrowing(node: Predicate | None, primary_key: str, store: Any) -> Narrowing | None:
+    """Inside a read: how the parts of ``node``'s query read their records, or
+    None when its access path is not split (see the module docstring)."""
+    if node is None:
+        return FULL_SCAN
+    p = planner.choose(node, primary_key, store.indexes(), store.index_estimate)
+    if p.kind == "scan":
+        return FULL_SCAN
+    if p.kind == "search" and p.op == "contains":
+        return Narrowing(holding=p.value)
+    if p.kind == "search":
+        return Narrowing(containing=(p.field, tuple(p.value) if p.op == "in" else (p.value,)))
+    return None
