@@ -39,7 +39,7 @@ import cache_workers as W
 import machine
 import peers
 from harness import BenchError, CpuMeter, Latency, Report, fmt_us, log, summarize
-from workers import Workers, collect
+from workers import Workers, disturbed, timed_run
 from dictdb_shm import DictDB
 
 TARGETS = {
@@ -66,8 +66,6 @@ OP_LABELS = {
 SLOW = ("redis", "memcached", "manager")     # fewer ops: 100x slower per op
 FANOUT_SHARDS = 4
 BUSY_BEFORE_LIMIT = 0.3        # busy CPUs before the run above this: a disturbed run
-MIN_CPU_SHARE = 0.9            # a worker with less lost its CPU to others
-EXTRA_BUSY = 0.3               # busy CPUs beyond the workers': another process ran
 
 
 def configure(cfg: dict, args: Any) -> dict:
@@ -100,31 +98,8 @@ def fill(spec: dict, manager_dict: Any) -> None:
 
 
 def bench_throughput(workers: Workers, spec: dict, system: str, op: str, nproc: int) -> dict:
-    q = workers.ctx.Queue()
-    barrier = workers.ctx.Barrier(nproc + 1)
-    procs = [workers.start(W.throughput, (q, barrier, system, op, spec, w))
-             for w in range(nproc)]
-    what = f"throughput of {system} {op}"
-    try:
-        try:
-            barrier.wait(timeout=180)
-        except Exception:  # BrokenBarrierError or timeout: a worker failed to get ready
-            barrier.abort()
-            collect(q, nproc, timeout=10, what=what)
-            raise BenchError(f"{what}: workers never reached the barrier")
-        meter = CpuMeter().start()
-        time.sleep(spec["duration"] * 0.9)
-        busy = meter.stop()
-        results = collect(q, nproc, timeout=spec["duration"] + 120, what=what)
-    finally:
-        for p in procs:
-            workers.stop(p)
-    return {"ops_s": sum(ops / secs for ops, secs, _ in results), "busy": busy,
-            "cpu_share": min(cpu_s / secs for _, secs, cpu_s in results)}
-
-
-def disturbed(run: dict, nproc: int) -> bool:
-    return run["cpu_share"] < MIN_CPU_SHARE or run["busy"] > nproc + EXTRA_BUSY
+    return timed_run(workers, W.throughput, lambda w: (system, op, spec, w), nproc,
+                     spec["duration"], f"throughput of {system} {op}")
 
 
 def bench_scaling(cfg: dict, workers: Workers, spec: dict) -> dict:

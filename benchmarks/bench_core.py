@@ -40,7 +40,7 @@ import machine
 import peers
 from core_workers import BATCH, make_row
 from harness import BenchError, CpuMeter, Report, log, measure_batches, seconds
-from workers import Workers, collect
+from workers import MIN_CPU_SHARE, Workers, disturbed, timed_run
 from dictdb_shm import DictDB
 
 TARGETS = {
@@ -56,8 +56,6 @@ TARGETS = {
 SQL_COLUMNS = (("id", "INTEGER"), ("name", "TEXT"), ("age", "INTEGER"), ("city", "TEXT"))
 BUSY_BEFORE_LIMIT = 0.3        # busy CPUs before the run above this: a disturbed run
 BUSY_PHASE_LIMIT = 1.3         # ... and during a one-process phase
-MIN_CPU_SHARE = 0.9            # a read-scaling reader with less lost its CPU to others
-EXTRA_BUSY = 0.3               # busy CPUs beyond the readers': another process ran
 
 
 def configure(cfg: dict, args: Any) -> dict:
@@ -113,34 +111,10 @@ def bench_bulk(t: Any, rows: list[dict], lmdb_dir: str,
 
 
 def bench_scaling(workers: Workers, spec: dict, kind: str, nproc: int) -> dict:
-    """One run of ``nproc`` readers: aggregate ops/s, the machine's busy CPUs
-    meanwhile (about ``nproc`` when nothing else ran), the lowest CPU share."""
+    """One run of ``nproc`` readers (workers.timed_run)."""
     log(f"4. read scaling: {kind}, {nproc} reader process(es), {spec['duration']:.0f} s")
-    q = workers.ctx.Queue()
-    barrier = workers.ctx.Barrier(nproc + 1)
-    procs = [workers.start(core_workers.scaling_reader, (q, barrier, kind, spec, w))
-             for w in range(nproc)]
-    try:
-        try:
-            barrier.wait(timeout=180)
-        except Exception:  # BrokenBarrierError or timeout: a worker failed to get ready
-            barrier.abort()
-            collect(q, nproc, timeout=10, what=f"read scaling ({kind})")
-            raise BenchError(f"read scaling ({kind}): workers never reached the barrier")
-        meter = CpuMeter().start()
-        time.sleep(spec["duration"] * 0.9)   # the readers' window, without their exit
-        busy = meter.stop()
-        results = collect(q, nproc, timeout=spec["duration"] + 120,
-                          what=f"read scaling ({kind})")
-    finally:
-        for p in procs:
-            workers.stop(p)
-    return {"ops_s": sum(ops / secs for ops, secs, _ in results), "busy": busy,
-            "cpu_share": min(cpu_s / secs for _, secs, cpu_s in results)}
-
-
-def disturbed(run: dict, readers: int) -> bool:
-    return run["cpu_share"] < MIN_CPU_SHARE or run["busy"] > readers + EXTRA_BUSY
+    return timed_run(workers, core_workers.scaling_reader, lambda w: (kind, spec, w), nproc,
+                     spec["duration"], f"read scaling ({kind})")
 
 
 def bench_scaling_all(cfg: dict, workers: Workers, spec: dict) -> dict:

@@ -17,7 +17,10 @@ import time
 import traceback
 from typing import Any, Callable
 
-from harness import BenchError
+from harness import BenchError, CpuMeter
+
+MIN_CPU_SHARE = 0.9            # a timed worker with less lost its CPU to others
+EXTRA_BUSY = 0.3               # busy CPUs beyond the workers': another process ran
 
 
 def report_to(q: Any, fn: Callable[[], Any]) -> None:
@@ -84,3 +87,35 @@ def collect(q: Any, n: int, timeout: float, what: str) -> list[Any]:
             raise BenchError(f"{what}: a worker failed:\n{value}")
         out.append(value)
     return out
+
+
+def timed_run(workers: Workers, target: Callable, args_of: Callable[[int], tuple],
+              nproc: int, duration: float, what: str) -> dict:
+    """One run of ``nproc`` workers ``target(q, barrier, *args_of(w))``
+    released together, each reporting ``(ops, seconds, cpu seconds)``:
+    aggregate ops/s, the machine's busy CPUs meanwhile (about ``nproc`` when
+    nothing else ran) and the lowest CPU share of a worker."""
+    q = workers.ctx.Queue()
+    barrier = workers.ctx.Barrier(nproc + 1)
+    procs = [workers.start(target, (q, barrier, *args_of(w))) for w in range(nproc)]
+    try:
+        try:
+            barrier.wait(timeout=180)
+        except Exception:  # BrokenBarrierError or timeout: a worker failed to get ready
+            barrier.abort()
+            collect(q, nproc, timeout=10, what=what)
+            raise BenchError(f"{what}: workers never reached the barrier")
+        meter = CpuMeter().start()
+        time.sleep(duration * 0.9)   # the workers' window, without their exit
+        busy = meter.stop()
+        results = collect(q, nproc, timeout=duration + 120, what=what)
+    finally:
+        for p in procs:
+            workers.stop(p)
+    return {"ops_s": sum(ops / secs for ops, secs, _ in results), "busy": busy,
+            "cpu_share": min(cpu_s / secs for _, secs, cpu_s in results)}
+
+
+def disturbed(run: dict, nproc: int) -> bool:
+    """Whether a ``timed_run`` of ``nproc`` workers shared the machine."""
+    return run["cpu_share"] < MIN_CPU_SHARE or run["busy"] > nproc + EXTRA_BUSY

@@ -126,24 +126,12 @@ class CacheStore(TableStore):
         return found
 
     def _get_slow(self, pk: Any, pkb: bytes | None, h: int) -> Any:
-        """``get_stamped`` once its first attempt met a writer: more lock-free
-        attempts, then the read lock."""
+        """``get_stamped`` once its first attempt met a writer: the store's
+        consistent read (more lock-free attempts, then the read lock), then
+        the stamp, which must not run twice."""
         key = R._packb(pk) if pkb is None else pkb
         int_key = _INT_ENTRY if pkb is None else 0
-        w, seq_w = self._w, self._seq_w
-        for _ in range(OPTIMISTIC_TRIES - 1):
-            seq = self._begin_read()
-            if seq < 0:
-                break
-            try:
-                off, found = self._find(key, h, int_key)
-            except Exception:  # torn bytes: try again
-                continue
-            if w[seq_w] == seq:
-                return self._stamped(off, found)
-        with self.lock.read_lock():
-            self._check_table()
-            return self._stamped(*self._find(key, h, int_key))
+        return self._stamped(*self.read(lambda s: s._find(key, h, int_key)))
 
     def _find(self, pkb: bytes, h: int, int_key: int) -> tuple[int, Any]:
         """(offset, record) of the key, or (-1, None)."""
