@@ -307,7 +307,8 @@ def section_queries(rep: Report, cfg: dict, res: dict) -> None:
              f"call over {share} of the constants, then the list runs its "
              f"{share.split()[-1]} in a block of its own. Ratios are time ÷ the other's time at p50 (mean "
              f"in brackets): above 1 is slower. With 20-30 reps p99 is the slowest call or "
-             f"close to it.")
+             f"close to it. dictdb_shm runs every query with `workers=1` (this process only), "
+             f"as sqlite3 runs in one thread.")
 
     def vs(x: harness.Latency, other: harness.Latency) -> str:
         return f"{fmt_ratio(x.p50_ns, other.p50_ns)} ({fmt_ratio(x.mean_ns, other.mean_ns)})"
@@ -351,7 +352,8 @@ def section_analytic(rep: Report, cfg: dict, res: dict) -> None:
              "three systems take turns call by call, so the ratios compare calls of the same "
              "minutes. sqlite3 and DuckDB have no index on score or city in either phase "
              "(DuckDB: in-memory, `SET threads TO 1`, loaded from a CSV of the same rows; "
-             "its rows are made dicts as sqlite3's are).")
+             "its rows are made dicts as sqlite3's are). dictdb_shm runs with `workers=1` "
+             "here; the `workers=2` rows follow.")
     lines = []
     best: dict[str, tuple[float, float]] = {}
     for kind, title in wl.ANALYTIC.items():

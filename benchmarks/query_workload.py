@@ -141,21 +141,22 @@ def query_functions(t: Any, con: sqlite3.Connection, rows: list[dict]) -> dict:
         return [{"city": c, "n": n, "avg": s / n} for c, (n, s) in list_group_by(rows).items()]
 
     return {
-        "eq": {"dictdb_shm": lambda k: t.select(where=t.code == k),
+        "eq": {"dictdb_shm": lambda k: t.select(where=t.code == k, workers=1),
                "sqlite3": lambda k: q_eq(k),
                "list": lambda k: [dict(r) for r in rows if r["code"] == k]},
-        "range": {"dictdb_shm": lambda a: t.select(where=t.age.between(a, a + 1)),
+        "range": {"dictdb_shm": lambda a: t.select(where=t.age.between(a, a + 1), workers=1),
                   "sqlite3": lambda a: q_range(a, a + 1),
                   "list": lambda a: [dict(r) for r in rows if a <= r["age"] <= a + 1]},
-        "narrow": {"dictdb_shm": lambda a: t.select(where=t.age.between(a, a)),
+        "narrow": {"dictdb_shm": lambda a: t.select(where=t.age.between(a, a), workers=1),
                    "sqlite3": lambda a: q_range(a, a),
                    "list": lambda a: [dict(r) for r in rows if a <= r["age"] <= a]},
-        "scan": {"dictdb_shm": lambda c: t.select(where=(t.city == c) & (t.score > SCORE_CUT)),
+        "scan": {"dictdb_shm": lambda c: t.select(where=(t.city == c) & (t.score > SCORE_CUT),
+                                                   workers=1),
                  "sqlite3": lambda c: q_scan(c, SCORE_CUT),
                  "list": lambda c: [dict(r) for r in rows
                                     if r["city"] == c and r["score"] > SCORE_CUT]},
         "agg": {"dictdb_shm": lambda _c: t.aggregate(group_by="city", n=Count(),
-                                                     avg=Avg("score")),
+                                                     avg=Avg("score"), workers=1),
                 "sqlite3": sqlite_agg, "list": list_agg},
     }
 
@@ -206,11 +207,12 @@ def analytic_functions(t: Any, con: sqlite3.Connection, duck: Any) -> dict:
         out.setdefault("and", {})[name] = lambda c, q=and_q: q(c, SCORE_CUT)
         out.setdefault("group", {})[name] = sql_group(execute)
         out.setdefault("contains", {})[name] = contains_q
-    out["count"]["dictdb_shm"] = lambda c: [t.aggregate(n=Count(), where=t.score > c)]
-    out["and"]["dictdb_shm"] = lambda c: t.select(where=(t.city == c) & (t.score > SCORE_CUT))
+    out["count"]["dictdb_shm"] = lambda c: [t.aggregate(n=Count(), where=t.score > c, workers=1)]
+    out["and"]["dictdb_shm"] = lambda c: t.select(where=(t.city == c) & (t.score > SCORE_CUT),
+                                                  workers=1)
     out["group"]["dictdb_shm"] = lambda _c: t.aggregate(group_by="city", n=Count(),
-                                                         avg=Avg("score"))
-    out["contains"]["dictdb_shm"] = lambda c: t.select(where=t.name.contains(c))
+                                                         avg=Avg("score"), workers=1)
+    out["contains"]["dictdb_shm"] = lambda c: t.select(where=t.name.contains(c), workers=1)
     return {k: {s: v[s] for s in ("dictdb_shm", "sqlite3", "duckdb")} for k, v in out.items()}
 
 
@@ -403,11 +405,11 @@ def scan_breakdown(t: Any, con: sqlite3.Connection, rows: list[dict], city: str,
                 pass
 
     def agg() -> Any:
-        return t.aggregate(group_by="city", n=Count(), avg=Avg("score"))
+        return t.aggregate(group_by="city", n=Count(), avg=Avg("score"), workers=1)
 
     out = [
         ("dictdb_shm `t.select(where=(t.city == X) & (t.score > 0.9))`",
-         best(lambda: t.select(where=(t.city == city) & (t.score > SCORE_CUT)))),
+         best(lambda: t.select(where=(t.city == city) & (t.score > SCORE_CUT), workers=1))),
         ("dictdb_shm store scan alone: walk the heap, decode every record, no filter",
          best(lambda: store.read(decode_all))),
         ("`msgpack.unpackb` of every row from a Python list of bytes (no shared memory)",

@@ -23,7 +23,7 @@ from dictdb_shm.core import schema as schemas
 from dictdb_shm.core.index_views import IndexViews
 from dictdb_shm.engine import DELETE, INSERT, PUT, StorageEngine, TableLocking
 from dictdb_shm.parallel import query as parallel
-from dictdb_shm.parallel.plan import check_workers
+from dictdb_shm.parallel.plan import check_workers, parts, parts_for
 from dictdb_shm.errors import (DuplicateKeyError, InvalidArgumentError, RecordNotFoundError,
                                SchemaValidationError)
 from dictdb_shm.persistence import tracking
@@ -292,10 +292,12 @@ class Table:
             found = self._store.get(where.value)     # select by primary key: the fast path
             return [] if found is None else [found]
         stop = None if order_by or distinct or limit is None else offset + limit
-        rows = None if workers == 1 else parallel.matching(
-            self._db.name, self._store, self.primary_key, as_predicate(where), stop, workers)
-        if rows is None:
-            rows = self._matching(where, stop)
+        rows = self._matching(where, stop, workers)
+        if type(rows) is int:                 # the path splits, into this many parts
+            rows = parallel.matching(self._db.name, self._store, self.primary_key,
+                                     as_predicate(where), stop, rows, workers is not None)
+            if rows is None:
+                rows = self._matching(where, stop)
         return shape_rows(rows, columns=columns, order_by=order_by, limit=limit,
                           offset=offset, distinct=distinct)
 
@@ -307,16 +309,24 @@ class Table:
                 f"no record of table {self.table_name!r} matches {where!r}")
         return matches
 
-    def _matching(self, where: Any, stop: int | None = None) -> list[Record]:
+    def _matching(self, where: Any, stop: int | None = None,
+                  workers: int | None = 1) -> Any:
         """Records matching ``where`` (at most ``stop`` of them), read from one
-        consistent state of the table through the planner's access path."""
+        consistent state of the table through the planner's access path.
+        With ``workers`` other than 1, an int instead when that path is split
+        into that many parts: select then runs it in parallel.  Writers call
+        this with the default, since a write lock must never wait on workers."""
         node = as_predicate(where)
         pred = compile_predicate(node)
         pk_name = self.primary_key
 
-        def run(s: StorageEngine) -> list[Record]:
+        def run(s: StorageEngine) -> Any:
             plan = planner.choose(node, pk_name, s.indexes(), s.index_estimate) \
                 if node is not None else planner.SCAN
+            if workers != 1:
+                n = parts(plan, workers, s.live_count)
+                if n > 1:
+                    return n
             if plan.kind == "pk":
                 found = (s.lookup(k) for k in plan.value)
                 return [r for r in found if r is not None and pred(r)]
@@ -385,14 +395,17 @@ class Table:
         node = as_predicate(where)
 
         def from_columns(s: StorageEngine) -> Any:
-            if "column" not in s.indexes().values():
-                return None
-            from dictdb_shm.core import columnar
-            return columnar.aggregate(s, node, group_by, aggs)
+            if "column" in s.indexes().values():
+                from dictdb_shm.core import columnar
+                found = columnar.aggregate(s, node, group_by, aggs)
+                if found is not None:
+                    return found
+            return parts_for(node, self.primary_key, s, workers)   # the parts, an int
         found = self._store.read(from_columns)
-        if found is None and workers != 1:
-            found = parallel.aggregate(self._db.name, self._store, self.primary_key, node,
-                                       group_by, aggs, workers)
+        if type(found) is int:
+            found = None if found < 2 else parallel.aggregate(
+                self._db.name, self._store, self.primary_key, node, group_by, aggs, found,
+                workers is not None)
         if found is not None:
             return found
         return aggregate_rows(self._matching(where), group_by, **aggs)

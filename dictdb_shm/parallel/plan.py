@@ -60,8 +60,10 @@ def processes(workers: int | None, live_count: Callable[[], int]) -> int:
     check_workers(workers)
     if workers is not None:
         return workers
+    if live_count() < AUTO_MIN_ROWS:
+        return 1
     cpus = len(os.sched_getaffinity(0))
-    if cpus < 2 or live_count() < AUTO_MIN_ROWS:
+    if cpus < 2:
         return 1
     return min(cpus, AUTO_MAX_WORKERS)
 
@@ -71,16 +73,38 @@ def shares(n: int, select: bool) -> list[float]:
     return [CALLER_SHARE_SELECT if select else 1.0] + [1.0] * (n - 1)
 
 
+def narrowing_of(choice: planner.Plan) -> Narrowing | None:
+    """How the parts of a query on the planner's path ``choice`` read their
+    records, or None when that path is not split (see the module docstring)."""
+    if choice.kind == "scan":
+        return FULL_SCAN
+    if choice.kind == "search" and choice.op == "contains":
+        return Narrowing(holding=choice.value)
+    if choice.kind == "search":
+        return Narrowing(containing=(choice.field, tuple(choice.value) if choice.op == "in"
+                                     else (choice.value,)))
+    return None
+
+
 def narrowing(node: Predicate | None, primary_key: str, store: Any) -> Narrowing | None:
-    """Inside a read: how the parts of ``node``'s query read their records, or
-    None when its access path is not split (see the module docstring)."""
+    """Inside a read: ``narrowing_of`` the path the planner picks for ``node``."""
     if node is None:
         return FULL_SCAN
-    p = planner.choose(node, primary_key, store.indexes(), store.index_estimate)
-    if p.kind == "scan":
-        return FULL_SCAN
-    if p.kind == "search" and p.op == "contains":
-        return Narrowing(holding=p.value)
-    if p.kind == "search":
-        return Narrowing(containing=(p.field, tuple(p.value) if p.op == "in" else (p.value,)))
-    return None
+    return narrowing_of(planner.choose(node, primary_key, store.indexes(), store.index_estimate))
+
+
+def parts(choice: planner.Plan, workers: int | None, live_count: Callable[[], int]) -> int:
+    """Inside a read: how many processes a query on path ``choice`` uses (1: not split).
+
+    Decided where the Table already chose its path, so that the many queries
+    on a big table that an index answers pay nothing for ``workers=None``."""
+    if workers == 1 or narrowing_of(choice) is None:
+        return 1
+    return processes(workers, live_count)
+
+
+def parts_for(node: Predicate | None, primary_key: str, store: Any, workers: int | None) -> int:
+    """Inside a read: ``parts`` for the path the planner picks for ``node``."""
+    choice = planner.SCAN if node is None else planner.choose(
+        node, primary_key, store.indexes(), store.index_estimate)
+    return parts(choice, workers, store.live_count)

@@ -1,6 +1,7 @@
 """A parallel select or aggregate, from the Table's call to the merged answer.
 
-Owns: the sequence of one parallel query: decide (plan.py), lease workers
+Owns: the sequence of one parallel query, once the Table has decided to
+split it (``plan.parts``, where it chose its access path): lease workers
 (pool.py), take the table's read lock, split the committed heap
 (``StorageEngine.partition``), send one part to each worker and read the
 first part here, collect, merge (merge.py), release.  Must never: shape
@@ -29,36 +30,36 @@ _NOT_SPLIT = object()
 
 
 def matching(db: str, store: Any, primary_key: str, node: Predicate | None,
-             stop: int | None, workers: int | None) -> list[dict] | None:
+             stop: int | None, n: int, wait: bool) -> list[dict] | None:
     """The records matching ``node`` (the first ``stop``), in the order a
-    one-process scan gives, read by ``workers`` processes; None when the
-    query is not split."""
+    one-process scan gives, read by ``n`` processes (``plan.parts``); None
+    when the query is not split after all (see ``_run``)."""
     def make(p: Any, narrowing: plan.Narrowing) -> PartTask:
         return PartTask(p, node, narrowing, stop)
-    found = _run(db, store, primary_key, node, workers, make, part.rows)
+    found = _run(db, store, primary_key, node, n, wait, make, part.rows)
     return None if found is None else merge.rows(found)
 
 
 def aggregate(db: str, store: Any, primary_key: str, node: Predicate | None,
-              group_by: Any, aggs: Mapping[str, Aggregate], workers: int | None) -> Any:
-    """``aggregate_rows`` of the matching records, computed by ``workers``
-    processes from partial states; None when the query is not split."""
+              group_by: Any, aggs: Mapping[str, Aggregate], n: int, wait: bool) -> Any:
+    """``aggregate_rows`` of the matching records, computed by ``n``
+    processes from partial states; None when the query is not split after all."""
     Accumulator(aggs, group_by)          # bad aggregates fail here, before any work
     named = dict(aggs)
 
     def make(p: Any, narrowing: plan.Narrowing) -> PartTask:
         return PartTask(p, node, narrowing, aggs=named, group_by=group_by)
-    found = _run(db, store, primary_key, node, workers, make, part.partial)
+    found = _run(db, store, primary_key, node, n, wait, make, part.partial)
     return None if found is None else merge.aggregates(found)
 
 
-def _run(db: str, store: Any, primary_key: str, node: Predicate | None, workers: int | None,
+def _run(db: str, store: Any, primary_key: str, node: Predicate | None, n: int, wait: bool,
          make: Callable[[Any, plan.Narrowing], PartTask],
          here: Callable[[Any, PartTask], Any]) -> list | None:
-    n = plan.processes(workers, store.count)
-    if n < 2:
-        return None
-    lease = pool.pool_of(db).lease(n - 1, wait=workers is not None)
+    """Run the query over ``n`` processes.  None, and the Table runs it in one
+    process, when no worker is free and ``wait`` is False (``workers=None``),
+    or when under the lock the path or the heap no longer splits."""
+    lease = pool.pool_of(db).lease(n - 1, wait=wait)
     if lease is None:
         return None
 
