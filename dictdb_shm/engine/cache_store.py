@@ -94,16 +94,16 @@ class CacheStore(TableStore):
             return self._get_slow(pk, pkb, h)
         heap = self.heap
         mask = self._mask
+        twice_mask = (mask << 1) | 1
         found = None
         try:
             if mask:
                 dw = self._dw
-                i = h >> self._shift
-                for _ in range(mask + 1):
-                    eo = dw[2 * i + 1]
-                    if eo == 0:
-                        break
-                    if dw[2 * i] == h and eo != _TOMB and \
+                j = (h >> self._shift) << 1        # the slot's first word
+                left = mask                        # probes after this one
+                eo = dw[j + 1]
+                while eo:
+                    if dw[j] == h and eo != _TOMB and \
                             (eo & _INT_ENTRY if pkb is None else not eo & _INT_ENTRY):
                         o = (eo & _OFFSET_MASK) - 1
                         _, blen, kind, _, pklen = _RHEAD(heap, o)
@@ -113,9 +113,12 @@ class CacheStore(TableStore):
                                 start += pklen
                                 found = _unpackb(heap[start:start + blen], strict_map_key=False)
                             break
-                    i = (i + 1) & mask
-                else:
-                    found = _TornRead
+                    if not left:                   # every slot probed: torn words
+                        found = _TornRead
+                        break
+                    left -= 1
+                    j = (j + 2) & twice_mask
+                    eo = dw[j + 1]
         except Exception:  # torn bytes: seq decides below
             found = _TornRead
         if w[seq_w] != seq or found is _TornRead:
