@@ -131,6 +131,7 @@ class Phase:
     seen_end: list[str] = dataclasses.field(default_factory=list)
     disturbed: bool = False
     kept: bool = True
+    limit: float = float("nan")          # the busy CPUs above which it counts as disturbed
 
 
 def wait_idle(limit_s: float, name: str) -> Phase:
@@ -164,8 +165,11 @@ class Phases:
         self.wait_s, self.retries, self.busy_limit = wait_s, retries, busy_limit
         self.done: list[Phase] = []
 
-    def run(self, name: str, body: Callable[[int], Any]) -> Any:
-        """``body(attempt)`` until it is not disturbed or the retries are used up."""
+    def run(self, name: str, body: Callable[[int], Any], own_cpus: float = 1.0) -> Any:
+        """``body(attempt)`` until it is not disturbed or the retries are used up.
+        ``own_cpus``: the CPUs the phase keeps busy itself (more than 1 when it
+        runs parallel work), which raises its busy limit by as much."""
+        limit = self.busy_limit + own_cpus - 1.0
         for attempt in range(self.retries + 1):
             ph = wait_idle(self.wait_s, name if not attempt else f"{name} (retry {attempt})")
             self.done.append(ph)
@@ -174,8 +178,8 @@ class Phases:
             out = body(attempt)
             ph.busy = meter.stop()
             ph.seen_end = other_benchmarks()
-            ph.disturbed = bool(ph.seen_end) or (ph.busy == ph.busy
-                                                 and ph.busy > self.busy_limit)
+            ph.limit = limit
+            ph.disturbed = bool(ph.seen_end) or (ph.busy == ph.busy and ph.busy > limit)
             if not ph.disturbed or attempt == self.retries:
                 return out
             ph.kept = False
@@ -191,7 +195,9 @@ class Phases:
                  "benchmark scripts (`bench_*.py`) and waited for them to finish, then "
                  f"waited (at most {QUIET_WAIT_S:.0f} s) for any other load to drop under "
                  f"half a CPU. A phase that was disturbed (busy CPUs above "
-                 f"{self.busy_limit}, or another benchmark running at its end) is measured "
+                 f"{self.busy_limit}, more for a phase that runs parallel work itself "
+                 "(its limit is in the table), or another benchmark running at its end) "
+                 "is measured "
                  f"again, up to {self.retries} times. \"Busy CPUs\" are for the whole "
                  "machine, from /proc/stat: just before the phase (should be ~0) and during "
                  "it (this benchmark alone keeps ~1 busy; more means other work ran "
@@ -200,7 +206,9 @@ class Phases:
                    "busy CPUs during", "other benchmark at end", "figures"],
                   [(ph.name, running(ph.seen) + ("; still running when the wait ran out"
                                                  if ph.still else ""),
-                    f"{ph.waited_s:.0f} s", f"{ph.busy_before:.2f}", f"{ph.busy:.2f}",
+                    f"{ph.waited_s:.0f} s", f"{ph.busy_before:.2f}",
+                    f"{ph.busy:.2f}" + (f" (limit {ph.limit:.2f})"
+                                        if ph.limit != self.busy_limit else ""),
                     running(ph.seen_end),
                     ("kept" if ph.kept else "dropped, measured again")
                     + (" (disturbed)" if ph.disturbed else ""))

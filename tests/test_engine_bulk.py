@@ -99,9 +99,17 @@ def test_a_compacted_image_rebuilds_a_used_table(db):
     src.delete(where=src.id > 2000)                             # markers
     lock, store = store_of(db, "src")
     with lock.read_lock():
-        heap, desc, indexes = store.committed_image()
-    image = bulk.compact_image(heap, desc.next_pk)
-    assert image.count == len(src)
+        heap, log, desc, indexes = store.committed_image()
+    walked = bulk.compact_image(heap, desc.next_pk)
+    image = bulk.compact_image(heap, desc.next_pk, log)        # the headers read by numpy
+    assert image.count == walked.count == len(src)
+    assert image.heap == walked.heap
+    for field in ("hashes", "offsets"):
+        assert [int(v) for v in getattr(image, field)] == list(getattr(walked, field))
+    assert [int(v) for v in image.int_keys] == list(walked.int_keys)
+    torn = bytearray(log)
+    torn[8:16] = (int.from_bytes(torn[8:16], "little") + 8).to_bytes(8, "little")
+    assert bulk._compact_by_log(heap, bytes(torn), desc.next_pk) is None    # log and heap disagree
     db.create_table("copy")
     lock2, store2 = store_of(db, "copy")
     with lock2.write_lock():

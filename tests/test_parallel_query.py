@@ -11,7 +11,7 @@ import random
 import pytest
 
 from dictdb_shm import Avg, Count, DictDB, InvalidArgumentError, Max, Min, Sum
-from dictdb_shm.parallel import pool
+from dictdb_shm.parallel import plan, pool
 
 CITIES = ["Oslo", "Rome", "Lima", "Kyiv", "Pune", "Baku"]
 WORDS = ["ant", "bee", "cat", "doge", "emu", "fox", "77", "gnu"]
@@ -129,3 +129,22 @@ def test_small_tables_stay_in_one_process_by_default(table):
     assert len(table.select(where=table.v == 3)) == len([i for i in range(1000) if i % 7 == 3])
     assert table.aggregate(group_by="v", n=Count())[0] == {"v": 0, "n": 143}
     assert pool.running(table._db.name) is None
+
+
+def test_the_callers_share_moves_towards_the_split_that_ends_every_part_together():
+    """plan.rebalanced, from the times of one query's parts: a caller that
+    finished first takes more next time, one that finished last less, within
+    the bounds, and a query with no timing keeps the weight."""
+    assert plan.rebalanced(1.0, 0.1, 0.2) == pytest.approx(1.5)       # target 2.0
+    assert plan.rebalanced(1.0, 0.2, 0.1) == pytest.approx(0.75)      # target 0.5
+    assert plan.rebalanced(1.0, 0.1, 0.1) == pytest.approx(1.0)
+    assert plan.rebalanced(1.0, 0.001, 10.0) == pytest.approx(
+        1.0 + plan.BALANCE_RATE * (plan.MAX_CALLER_WEIGHT - 1.0))
+    assert plan.rebalanced(1.0, 10.0, 0.001) == pytest.approx(
+        1.0 + plan.BALANCE_RATE * (plan.MIN_CALLER_WEIGHT - 1.0))
+    assert plan.rebalanced(1.3, 0.0, 0.1) == 1.3
+    weight = 1.0
+    for _ in range(20):             # a worker that reads 1.5x slower per unit of weight
+        weight = plan.rebalanced(weight, weight * 1.0, 1.5)
+    assert weight == pytest.approx(1.5, rel=1e-3)
+    assert plan.shares(3, weight) == [weight, 1.0, 1.0]

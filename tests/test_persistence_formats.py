@@ -175,3 +175,65 @@ def test_pickle_files_written_with_a_memo_still_load(tmp_path):
         again.destroy()
     finally:
         db.destroy()
+
+
+# ------------------------------------------------------- version 2 pickles
+def v2_parts(tmp_path) -> tuple[dict, dict]:
+    """(header, table entry) of a version 2 pickle saved by a real database."""
+    db = DictDB()
+    try:
+        t = db.create_table("t")
+        t.insert([{"id": 1, "v": "a"}, {"id": 2, "v": "b"}])
+        path = tmp_path / "good.pkl"
+        db.save(path, "pickle")
+    finally:
+        db.destroy()
+    with open(path, "rb") as f:
+        header, table = pickle.load(f), pickle.load(f)
+        assert not f.read(1)
+    assert header["version"] == 2 and set(table) >= {"sections", "crc", "count"}
+    return header, table
+
+
+def v2_file(header: dict, *tables: dict) -> bytes:
+    return b"".join(pickle.dumps(x, protocol=5) for x in (header, *tables))
+
+
+def test_bad_version_2_pickles(tmp_path, live):
+    header, table = v2_parts(tmp_path)
+    heap = bytearray(table["sections"][0])
+    heap[-3] ^= 0xFF
+    cases = {
+        "no table after the header": (v2_file(header), "ends before its records"),
+        "truncated": (v2_file(header, table)[:-9], "truncated"),
+        "damaged heap": (v2_file(header, {**table, "sections": [bytes(heap),
+                                                                *table["sections"][1:]]}),
+                         "checksum"),
+        "sections not bytes": (v2_file(header, {**table, "sections": [1, 2, 3, 4]}),
+                               "four byte strings"),
+        "three sections": (v2_file(header, {**table, "sections": table["sections"][:3]}),
+                           "four byte strings"),
+        "a list of records": (v2_file(header, [{"id": 1}]), "not a dict of sections"),
+        "count differs": (v2_file({**header, "tables": [{**header["tables"][0], "count": 3}]},
+                                  table), "the header says 3"),
+        "extra bytes": (v2_file(header, table, [1]), "after the last table"),
+    }
+    for case, (data, words) in cases.items():
+        path = tmp_path / f"{case.replace(' ', '_')}.pkl"
+        path.write_bytes(data)
+        check_refused(path, "pickle", words, live)
+
+
+def test_a_version_2_pickle_of_another_layout_is_rebuilt_from_its_records(tmp_path):
+    """The directory and index sections depend on the engine's layout; a file
+    of another layout is rebuilt from its heap, as a snapshot is."""
+    header, table = v2_parts(tmp_path)
+    path = tmp_path / "other_layout.pkl"
+    path.write_bytes(v2_file({**header, "layout": -1}, table))
+    db = DictDB.load(path, "pickle")
+    try:
+        t = db.get_table("t")
+        assert t.all() == [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]
+        assert t.insert({"v": "c"}) == 3
+    finally:
+        db.destroy()

@@ -487,6 +487,12 @@ class TableStore(TableMapping):
         self._check_table()
         bulk.install(self, built)
 
-    def committed_image(self) -> tuple[bytes, Descriptor, dict[str, str]]:
-        """Under the table's lock: copies of the committed heap and descriptor; the index kinds."""
-        return self.read(lambda s: (bytes(s.heap[:s.desc.heap_end]), s.desc, s.indexes()))
+    def committed_image(self) -> tuple[bytes, bytes, Descriptor, dict[str, str]]:
+        """Under the table's lock: copies of the committed heap, its offset log
+        (u64 offsets of every record, in heap order) and descriptor; the index kinds."""
+        def copy(s: Any) -> tuple[bytes, bytes, Descriptor, dict[str, str]]:
+            d = s.desc
+            return (bytes(s.heap[:d.heap_end]),
+                    bytes(s.heap[d.heap_cap:d.heap_cap + R.LOG_ENTRY.size * d.n_records]),
+                    d, s.indexes())
+        return self.read(copy)

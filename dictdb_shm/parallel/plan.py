@@ -29,9 +29,17 @@ from dictdb_shm.query import Predicate
 AUTO_MIN_ROWS = 200_000
 AUTO_MAX_WORKERS = 4
 MAX_WORKERS = 64
-# The calling process reads the first part itself.  For a select it then
-# also decodes the matches the workers send back, so its part is smaller.
-CALLER_SHARE_SELECT = 0.8
+# The calling process reads the first part itself, of CALLER_WEIGHT[kind]
+# against 1 for each worker to start with.  The parts cost what their
+# matches cost, not what their bytes do (the rows are not spread evenly),
+# and a worker also packs what it sends, so each pool moves the weight
+# towards the one that would have ended the caller's part and the slowest
+# worker's together (``rebalanced``), at BALANCE_RATE, within the bounds.
+# (For a select, the caller decodes the workers' matches after that, which
+# no split can overlap.)
+CALLER_WEIGHT = {"select": 1.0, "aggregate": 1.0}
+BALANCE_RATE = 0.5
+MIN_CALLER_WEIGHT, MAX_CALLER_WEIGHT = 0.25, 4.0
 
 
 class Narrowing(NamedTuple):
@@ -68,9 +76,19 @@ def processes(workers: int | None, live_count: Callable[[], int]) -> int:
     return min(cpus, AUTO_MAX_WORKERS)
 
 
-def shares(n: int, select: bool) -> list[float]:
+def shares(n: int, caller_weight: float) -> list[float]:
     """The relative sizes of the ``n`` parts, the calling process's first."""
-    return [CALLER_SHARE_SELECT if select else 1.0] + [1.0] * (n - 1)
+    return [caller_weight] + [1.0] * (n - 1)
+
+
+def rebalanced(weight: float, mine_s: float, theirs_s: float) -> float:
+    """The caller's next weight, after a query in which its part of ``weight``
+    took ``mine_s`` and the slowest worker's part (of weight 1) ``theirs_s``:
+    towards the weight whose part would have taken as long as theirs."""
+    if mine_s <= 0 or theirs_s <= 0:
+        return weight
+    target = min(max(weight * theirs_s / mine_s, MIN_CALLER_WEIGHT), MAX_CALLER_WEIGHT)
+    return weight + BALANCE_RATE * (target - weight)
 
 
 def narrowing_of(choice: planner.Plan) -> Narrowing | None:

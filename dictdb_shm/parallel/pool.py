@@ -17,9 +17,12 @@ cannot deadlock with the table locks the first one holds.
 
 Workers are spawned without the caller's ``__main__`` module: they need
 nothing from it, and a script without an ``if __name__ == "__main__"`` guard
-would otherwise run again in every worker.  multiprocess decides what to
-import from ``sys.modules["__main__"]`` while it starts a process, so that
-entry is an empty module for the moment of ``start()`` (under a lock).
+would otherwise run again in every worker.  multiprocess names the main
+module to import in the preparation data it sends a spawned child
+(``spawn.get_preparation_data(process name)``); ``_without_main`` wraps
+that function, once, to leave the main module out for processes named as
+our workers only.  (Emptying ``sys.modules["__main__"]`` around ``start()``
+would do the same, but other threads could see it empty meanwhile.)
 """
 
 from __future__ import annotations
@@ -27,14 +30,13 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
-import sys
 import threading
 import time
-import types
 from typing import Any, Sequence
 
 from dictdb_shm import attachment
 from dictdb_shm.errors import ParallelQueryError, WorkerLostError
+from dictdb_shm.parallel import plan
 from dictdb_shm.parallel import worker as W
 
 START_TIMEOUT = 60.0       # a worker's interpreter start, imports and attach
@@ -44,6 +46,26 @@ STOP_TIMEOUT = 2.0         # a stopped worker exits within this, else it is kill
 _pools: dict[str, "WorkerPool"] = {}
 _pools_lock = threading.Lock()
 _start_lock = threading.Lock()
+WORKER_NAME = "dictdb_shm query worker"
+
+
+def _without_main() -> None:
+    """Make multiprocess spawn our workers without the main module (see the
+    module docstring); other processes are started as before."""
+    from multiprocess import spawn
+    with _start_lock:
+        original = spawn.get_preparation_data
+        if getattr(original, "leaves_out_main_for", None) == WORKER_NAME:
+            return
+
+        def get_preparation_data(name: str) -> dict:
+            data = original(name)
+            if name.startswith(WORKER_NAME):
+                data.pop("init_main_from_name", None)
+                data.pop("init_main_from_path", None)
+            return data
+        get_preparation_data.leaves_out_main_for = WORKER_NAME  # type: ignore[attr-defined]
+        spawn.get_preparation_data = get_preparation_data
 
 
 class _Worker:
@@ -63,6 +85,10 @@ class WorkerPool:
         self.workers: list[_Worker] = []
         self._busy = threading.Lock()
         self.ended = False
+        # The calling process's share of a split, by query kind: learnt from
+        # the queries run (plan.rebalanced), since how fast a worker reads
+        # relative to the caller depends on the machine and the query.
+        self.caller_weight: dict[str, float] = dict(plan.CALLER_WEIGHT)
 
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers]
@@ -91,14 +117,9 @@ class WorkerPool:
         while len(self.workers) < n:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=W.serve, args=(child, self.db), daemon=True,
-                               name=f"dictdb_shm query worker ({self.db})")
-            with _start_lock:
-                main = sys.modules["__main__"]
-                sys.modules["__main__"] = types.ModuleType("__main__")
-                try:
-                    proc.start()
-                finally:
-                    sys.modules["__main__"] = main
+                               name=f"{WORKER_NAME} ({self.db})")
+            _without_main()
+            proc.start()
             child.close()
             self.workers.append(_Worker(proc, parent))
 
@@ -191,6 +212,7 @@ class Lease:
         self.pool = pool
         self.workers = list(workers)
         self._sent: list[_Worker] = []
+        self.worker_seconds: list[float] = []     # each answer's time in its worker
 
     def send(self, tasks: Sequence[Any]) -> None:
         """One task to each of the first ``len(tasks)`` workers."""
@@ -209,10 +231,12 @@ class Lease:
         out = []
         errors = []
         sent, self._sent = self._sent, []
+        self.worker_seconds = []
         for w in sent:
             kind, value = self.pool._receive(w, deadline)
             if kind == W.OK:
-                out.append(value)
+                out.append(value[0])
+                self.worker_seconds.append(value[1])
             else:
                 errors.append(value)
         if errors:

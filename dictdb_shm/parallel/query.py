@@ -20,6 +20,7 @@ of other tables are not affected.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Mapping
 
 from dictdb_shm.parallel import merge, part, plan, pool
@@ -63,16 +64,23 @@ def _run(db: str, store: Any, primary_key: str, node: Predicate | None, n: int, 
     if lease is None:
         return None
 
+    kind = "select" if here is part.rows else "aggregate"
+
     def split_and_run(s: Any) -> Any:
         narrowing = plan.narrowing(node, primary_key, s)
-        parts = s.partition(plan.shares(n, here is part.rows)) if narrowing is not None \
-            else None
+        weight = lease.pool.caller_weight[kind]
+        parts = s.partition(plan.shares(n, weight)) if narrowing is not None else None
         if not parts or len(parts) < 2:
             return _NOT_SPLIT
         tasks = [make(p, narrowing) for p in parts]
         lease.send(tasks[1:])
+        started = time.perf_counter()
         mine = here(s, tasks[0])
-        theirs = [part.decode(s, t, answer) for t, answer in zip(tasks[1:], lease.collect())]
+        mine_s = time.perf_counter() - started
+        answers = lease.collect()
+        lease.pool.caller_weight[kind] = plan.rebalanced(weight, mine_s,
+                                                         max(lease.worker_seconds))
+        theirs = [part.decode(s, t, answer) for t, answer in zip(tasks[1:], answers)]
         return [mine, *theirs]
     try:
         with store.lock.read_lock():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import time
 from typing import Any
 
 from dictdb_shm import crashpoints
@@ -53,7 +54,9 @@ def serve(conn: Any, db: str) -> None:
                 return
             crashpoints.reach(TASK_POINT)
             try:
-                reply: tuple = (OK, part.answer(_store(att, stores, task.part.table_uid), task))
+                started = time.perf_counter()
+                found = part.answer(_store(att, stores, task.part.table_uid), task)
+                reply: tuple = (OK, (found, time.perf_counter() - started))
             except BaseException as exc:  # every failure goes back to the caller
                 reply = (ERROR, _portable(exc))
             _send(conn, reply)

@@ -55,6 +55,7 @@ class TableImage:
     next_pk: int
     track_mark: int                # where changes since the last report begin (engine/tracking.py)
     heap_seg: int                  # which heap segment the bytes came from
+    log: bytes = b""               # a copy of the offset log of ``heap`` (b"": none)
 
     @property
     def primary_key(self) -> str:
@@ -139,9 +140,9 @@ def capture(tables: Sequence[tuple[str, dict, StorageEngine]],
 
 
 def _image(name: str, meta: dict, store: StorageEngine) -> TableImage:
-    heap, desc, indexes = store.committed_image()
+    heap, log, desc, indexes = store.committed_image()
     return TableImage(name, dict(meta), indexes, heap, desc.live, desc.next_pk,
-                      desc.track_mark, desc.heap_seg)
+                      desc.track_mark, desc.heap_seg, log)
 
 
 def hold_all(stores: Iterable[StorageEngine], timeout: float, fn: Any) -> Any:

@@ -16,11 +16,18 @@ JSON (DictDB's layout, so files move both ways between the two libraries)::
 JSON holds no bytes, and turns int dict keys into strings (as DictDB's save
 does); a table holding bytes must be saved as pickle.
 
-Pickle: a stream of pickles, so that a large table is written (and read)
-in chunks: first ``{"format": PICKLE_FORMAT, "version": 1, "tables": [{"name",
-"primary_key", "schema", "indexes", "count"}, ...]}``, then each table's
-records as lists of at most CHUNK dicts, ``count`` records in all, then the
-end of the file.  Read back through unpickler.py: plain data only.
+Pickle: a stream of pickles, read back through unpickler.py (plain data
+only).  Version 2 (written now) keeps each table as the engine stores it,
+so that loading is close to a file read: first ``{"format": PICKLE_FORMAT,
+"version": 2, "layout": engine layout version, "tables": [{"name",
+"primary_key", "schema", "indexes", "count"}, ...]}``, then for each table
+``{"count", "next_pk", "dir_cap", "crc", "sections": [heap, offset log,
+directory, index]}``: the sections a snapshot holds (snapshot.py), as bytes,
+the heap being the live records' msgpack bodies behind their headers, and
+``crc`` the crc32 of the four.  So the file holds no dicts: read it with
+``DictDB.load``, or save as JSON for other tools.  Version 1 (read only):
+the same header, then each table's records as lists of at most CHUNK
+dicts, ``count`` records in all.
 """
 
 from __future__ import annotations
@@ -29,20 +36,23 @@ import dataclasses
 import json
 import os
 import pickle
+import zlib
 from itertools import repeat
 from typing import Any, BinaryIO, Callable, Iterable
 
 from dictdb_shm import names
 from dictdb_shm.core import schema as schemas
+from dictdb_shm.engine import layout as L
 from dictdb_shm.errors import (CorruptionError, DictDBError, FileAccessError,
                                InvalidArgumentError, UnstorableValueError)
-from dictdb_shm.persistence import unpickler
+from dictdb_shm.persistence import snapshot, unpickler
 from dictdb_shm.persistence.capture import TableImage, gc_paused
 
 FORMATS = ("json", "pickle")
 EXTENSIONS = {"json": "json", "pickle": "pkl"}
 PICKLE_FORMAT = "dictdb_shm-pickle"
-PICKLE_VERSION = 1
+PICKLE_VERSION = 2
+PICKLE_VERSIONS_READ = (1, 2)
 PICKLE_PROTOCOL = 5
 FILE_HINT = "the file is not a complete dictdb save file; restore it from a backup"
 
@@ -58,6 +68,21 @@ class TableData:
     schema: dict[str, type] | None
     indexes: dict[str, str]
     records: list[dict]
+    built: Any = None          # from a version 2 pickle: the segments (bulk.BuiltTable)
+    count: int = -1            # records in the table (-1: len(records))
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            self.count = len(self.records)
+
+    def all_records(self) -> list[dict]:
+        """The records as dicts, decoded from the segments when the file held those."""
+        if self.built is None:
+            return self.records
+        heap = bytes(self.built.heap)
+        image = TableImage(self.name, {"pk": self.primary_key}, {}, heap, self.count,
+                           self.built.next_pk, 0, 0)
+        return [r for chunk in image.records() for r in chunk]
 
 
 def check_format(file_format: Any) -> str:
@@ -101,25 +126,26 @@ def write_json(f: BinaryIO, images: list[TableImage], progress: Progress = None)
 
 
 def write_pickle(f: BinaryIO, images: list[TableImage], progress: Progress = None) -> None:
-    header = {"format": PICKLE_FORMAT, "version": PICKLE_VERSION, "tables": [
-        {"name": img.name, "primary_key": img.primary_key, "schema": img.schema,
-         "indexes": img.indexes, "count": img.count} for img in images]}
+    header = {"format": PICKLE_FORMAT, "version": PICKLE_VERSION, "layout": L.LAYOUT_VERSION,
+              "tables": [{"name": img.name, "primary_key": img.primary_key,
+                          "schema": img.schema, "indexes": img.indexes, "count": img.count}
+                         for img in images]}
     pickle.dump(header, f, protocol=PICKLE_PROTOCOL)
-    # Fast mode keeps no memo: records decoded from msgpack share no object
-    # and hold no cycle, so the memo would only cost time, and without it
-    # each chunk is a pickle of its own, as read_pickle reads them.
-    pickler = pickle.Pickler(f, protocol=PICKLE_PROTOCOL)
-    pickler.fast = True
     for img in images:
-        written = 0
-        for chunk in img.records():
-            pickler.dump(chunk)
-            written += len(chunk)
-            if progress:
-                progress(len(chunk))
-        if written != img.count:
-            raise CorruptionError(f"table {img.name!r}: {written} live records found, its "
-                                  f"descriptor says {img.count}")
+        built = snapshot.built_image(img)          # one table's segments at a time
+        if built.count != img.count:
+            raise CorruptionError(f"table {img.name!r}: {built.count} live records found, "
+                                  f"its descriptor says {img.count}")
+        parts = snapshot.sections(built)
+        crc = 0
+        for part in parts:
+            crc = zlib.crc32(part, crc)
+        # PickleBuffer: the C pickler writes each section from its buffer, no copy.
+        pickle.dump({"count": built.count, "next_pk": built.next_pk, "dir_cap": built.dir_cap,
+                     "crc": crc, "sections": [pickle.PickleBuffer(p) for p in parts]},
+                    f, protocol=PICKLE_PROTOCOL)
+        if progress:
+            progress(img.count)
 
 
 # ------------------------------------------------------------------ reading
@@ -164,9 +190,10 @@ def read_pickle(f: BinaryIO, path: str) -> list[TableData]:
         raise _bad(path, "the file is empty") from None
     if not (isinstance(header, dict) and header.get("format") == PICKLE_FORMAT):
         raise _bad(path, "not a dictdb_shm pickle save file (no header)")
-    if header.get("version") != PICKLE_VERSION:
-        raise _bad(path, f"pickle format version {header.get('version')!r}; this "
-                         f"dictdb_shm reads {PICKLE_VERSION}")
+    version = header.get("version")
+    if version not in PICKLE_VERSIONS_READ:
+        raise _bad(path, f"pickle format version {version!r}; this dictdb_shm reads "
+                         f"{' and '.join(map(str, PICKLE_VERSIONS_READ))}")
     heads = header.get("tables")
     if not isinstance(heads, list):
         raise _bad(path, "the header lists no tables")
@@ -177,6 +204,11 @@ def read_pickle(f: BinaryIO, path: str) -> list[TableData]:
         count = head.get("count")
         if type(count) is not int or count < 0:
             raise _bad(path, f"table {head.get('name')!r} has no record count")
+        if version == 2:
+            td = _table(path, head.get("name"), {**head, "records": []})
+            td.built, td.count = _segments(f, path, td, count, header.get("layout"))
+            out.append(td)
+            continue
         records: list = []
         while len(records) < count:
             try:
@@ -195,6 +227,36 @@ def read_pickle(f: BinaryIO, path: str) -> list[TableData]:
     if f.read(1):
         raise _bad(path, "bytes after the last table")
     return out
+
+
+def _segments(f: BinaryIO, path: str, td: TableData, count: int, layout: Any) -> tuple:
+    """(BuiltTable, count) of the next table of a version 2 pickle, checked."""
+    where = f"table {td.name!r}"
+    try:
+        t = unpickler.load_one(f, path)
+    except EOFError:
+        raise _bad(path, f"{where} ends before its records (truncated)") from None
+    if not isinstance(t, dict):
+        raise _bad(path, f"{where}: its records are {type(t).__name__}, not a dict of sections")
+    parts = t.get("sections")
+    sizes = [t.get(k) for k in ("count", "next_pk", "dir_cap", "crc")]
+    if not (isinstance(parts, list) and len(parts) == 4
+            and all(isinstance(p, (bytes, bytearray)) for p in parts)
+            and all(type(v) is int and v >= 0 for v in sizes)):
+        raise _bad(path, f"{where}: its sections are not four byte strings with their sizes")
+    if t["count"] != count:
+        raise _bad(path, f"{where} holds {t['count']} records, the header says {count}")
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    if crc != t["crc"]:
+        raise _bad(path, f"{where}: the checksum of its records does not match (damaged)")
+    try:
+        built = snapshot.from_sections(parts, count, t["dir_cap"], t["next_pk"], td.indexes,
+                                       td.name, layout == L.LAYOUT_VERSION)
+    except DictDBError as exc:
+        raise _bad(path, f"{where} does not read back: {exc.message}") from None
+    return built, count
 
 
 def schema_types(schema: Any, path: str, table: str) -> dict[str, type] | None:

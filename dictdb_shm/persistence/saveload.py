@@ -95,24 +95,32 @@ def load(db_class: Any, path: Any, file_format: str = "json", *, name: str | Non
 def fill(db: Any, tables: Iterable[formats.TableData], source: str,
          progress: Callable[[int], None] | None = None) -> None:
     """Create each table and fill it in one call; a record the table refuses
-    is a CorruptionError naming ``source``.  A table whose records all hold
-    their primary key is built whole by the engine (StorageEngine.bulk_load:
-    one pass, no per-record write work); others are one ordinary insert."""
+    is a CorruptionError naming ``source``.  A table read as segments (a
+    version 2 pickle) is copied in as it is (StorageEngine.load_image); a
+    table whose records all hold their primary key is built whole by the
+    engine (StorageEngine.bulk_load: one pass, no per-record write work);
+    others are one ordinary insert.  A journaled database takes the
+    ordinary insert, which journals."""
     att = db._attachment()
     for td in tables:
         where = f"{source}: table {td.name!r}"
         try:
             db.create_table(td.name, primary_key=td.primary_key, schema=td.schema)
             table = db.get_table(td.name)
-            if not (att.journal is None and _bulk_load(att, table, td)):
-                if td.records:
-                    table.insert(td.records)
+            if att.journal is None and td.built is not None:
+                lock, store = att.table(att.catalog.find(td.name))
+                with lock.write_lock():
+                    store.load_image(td.built)
+            elif not (att.journal is None and _bulk_load(att, table, td)):
+                records = td.all_records()
+                if records:
+                    table.insert(records)
                 for field, kind in td.indexes.items():
                     table.create_index(field, kind)
         except CONTENT_ERRORS as exc:
             raise CorruptionError(f"{where}: {exc.message}", hint=formats.FILE_HINT) from None
         if progress:
-            progress(len(td.records))
+            progress(td.count)
 
 
 def _bulk_load(att: Any, table: Any, td: formats.TableData) -> bool:

@@ -71,10 +71,30 @@ class TableSnapshot:
 
 
 # ------------------------------------------------------------------ writing
+def built_image(img: TableImage) -> bulk.BuiltTable:
+    """The segments a table holding ``img``'s live records is installed from."""
+    return bulk.build(bulk.compact_image(img.heap, img.next_pk, img.log or None), img.indexes,
+                      img.name)
+
+
+def sections(built: bulk.BuiltTable) -> list[memoryview]:
+    """``built``'s heap, offset log, directory and index, as bytes, in file order."""
+    return [memoryview(s).cast("B") for s in (built.heap, built.log, built.directory, built.index)]
+
+
+def from_sections(parts: list, count: int, dir_cap: int, next_pk: int, indexes: dict[str, str],
+                  name: str, same_layout: bool) -> bulk.BuiltTable:
+    """A table's segments from the four ``sections`` of a file; rebuilt from
+    the heap alone when the file was written with another engine layout."""
+    heap, log, directory, index = parts
+    if same_layout:
+        return bulk.BuiltTable(heap, log, dir_cap, directory, index, count, next_pk)
+    return bulk.build(bulk.compact_image(heap, next_pk), indexes or {}, name)
+
+
 def write_snapshot(directory: str, generation: int, images: Iterable[TableImage]) -> None:
     """Write the snapshot of ``images`` (one instant: capture.py) atomically."""
-    built = [(img, bulk.build(bulk.compact_image(img.heap, img.next_pk), img.indexes,
-                              img.name)) for img in images]
+    built = [(img, built_image(img)) for img in images]
     header = {"version": VERSION, "generation": generation, "layout": L.LAYOUT_VERSION,
               "tables": [{"name": img.name, "meta": img.meta, "indexes": img.indexes,
                           "count": b.count, "next_pk": b.next_pk, "heap": len(b.heap),
@@ -87,8 +107,7 @@ def write_snapshot(directory: str, generation: int, images: Iterable[TableImage]
             f.write(MAGIC)
             crc, length = 0, 0
             for part in [HEADER_LEN.pack(len(packed)), packed] + [
-                    memoryview(s).cast("B") for _, b in built
-                    for s in (b.heap, b.log, b.directory, b.index)]:
+                    s for _, b in built for s in sections(b)]:
                 f.write(part)
                 crc = zlib.crc32(part, crc)
                 length += len(part)
@@ -138,13 +157,8 @@ def _read_v2(body: memoryview, path: str) -> tuple[int, list[TableSnapshot]]:
                 raise _bad(path, f"table {t.get('name')!r} runs past the end of the file")
             parts.append(body[pos:pos + size])
             pos += size
-        heap, log, directory, index = parts
-        if same_layout:
-            built = bulk.BuiltTable(heap, log, dir_cap, directory, index, count,
-                                    int(t["next_pk"]))
-        else:
-            built = bulk.build(bulk.compact_image(heap, int(t["next_pk"])),
-                               t["indexes"] or {}, t["name"])
+        built = from_sections(parts, count, dir_cap, int(t["next_pk"]), t["indexes"],
+                              t["name"], same_layout)
         out.append(TableSnapshot(t["name"], t["meta"], t["indexes"] or {}, count, built))
     if pos != len(body):
         raise _bad(path, "bytes after the last table")
