@@ -299,10 +299,16 @@ def section_saveload(rep: Report, cfg: dict, r: dict) -> None:
     rep.para("dictdb_shm: `db.save(path, fmt)` (a consistent capture of every table, "
              "encoded outside the locks, written to a temporary file, fsynced, renamed) and "
              "`DictDB.load(path, fmt)` (the file read and checked whole, then each table "
-             "built whole by the engine: bodies, offset log, directory and indexes in one "
-             "pass, published with one flip). The floor: the stdlib encoding of the same list "
-             "of dicts written to a file and fsynced, and read back and decoded. sqlite3: "
-             "`Connection.backup` of an in-memory database to a file.")
+             "filled in one step and published with one flip). A JSON file holds dicts: "
+             "saving decodes every record, loading encodes every record and builds the "
+             "bodies, offset log, directory and indexes in one pass. A pickle file holds "
+             "each table's sections as the engine keeps them (the records' msgpack bytes, "
+             "the offset log, directory and index, with a crc32): saving compacts and "
+             "copies bytes, loading checks and copies them in, decoding nothing. Both loads "
+             "include starting the new database's coordinator process. The floor: the "
+             "stdlib encoding of the same list of dicts written to a file and fsynced, and "
+             "read back and decoded. sqlite3: `Connection.backup` of an in-memory database "
+             "to a file.")
     rows = []
     for fmt in ("json", "pickle"):
         for op in ("save", "load"):

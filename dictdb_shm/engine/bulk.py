@@ -152,7 +152,7 @@ def compact_image(heap: Any, next_pk: int, log: Any = None) -> HeapImage:
     their bytes copied as they are, a run of neighbours at a time.  With the
     copy of its offset log (every record's offset, in heap order) the
     headers are read by numpy all at once; without it, walked one by one."""
-    if log is not None and len(heap) % R.ALIGN == 0:
+    if log is not None:
         found = _compact_by_log(heap, log, next_pk)
         if found is not None:
             return found
@@ -186,30 +186,51 @@ def compact_image(heap: Any, next_pk: int, log: Any = None) -> HeapImage:
     return HeapImage(b"".join(runs), hashes, offsets, int_keys, next_pk)
 
 
-def _compact_by_log(heap: Any, log: Any, next_pk: int) -> HeapImage | None:
-    """``compact_image`` from the offset log; None when the log does not
-    describe the heap record by record (the walk then checks it)."""
+class _LogView(NamedTuple):
+    """A heap's records as numpy arrays, read through its offset log."""
+
+    offs: Any          # every record's offset, in heap order (int64)
+    ends: Any          # where each ends (the next one's offset)
+    flags: Any         # each record's flags byte
+    live: Any          # the indexes of the values in force
+
+
+def _read_by_log(heap: Any, log: Any) -> _LogView | None:
+    """The records of a private heap copy through the copy of its offset
+    log; None when the log does not describe the heap record by record."""
     offs = np.frombuffer(log, np.uint64).astype(np.int64)
     n, end = len(offs), len(heap)
-    if not n:
-        return HeapImage(b"", [], [], 0, next_pk) if not end else None
+    if not n or end % R.ALIGN:
+        return None
     ends = np.empty(n, np.int64)
     ends[:-1] = offs[1:]
     ends[-1] = end
     totals = ends - offs
     if offs[0] != 0 or (totals < R.RECORD_HEADER).any() or (offs % R.ALIGN).any():
         return None
-    u8 = np.frombuffer(heap, np.uint8)
     if not np.array_equal(np.frombuffer(heap, np.uint32)[offs >> 2], totals):
         return None                          # the headers' sizes disagree with the log
+    u8 = np.frombuffer(heap, np.uint8)
     flags = u8[offs + R.FLAGS_AT]
     live = np.flatnonzero((u8[offs + R.KIND_AT] == R.KIND_VALUE)
                           & ((flags & R.SUPERSEDED) == 0))
-    kept = totals[live]
+    return _LogView(offs, ends, flags, live)
+
+
+def _compact_by_log(heap: Any, log: Any, next_pk: int) -> HeapImage | None:
+    """``compact_image`` from the offset log; None when the log does not
+    describe the heap record by record (the walk then checks it)."""
+    if not len(heap):
+        return HeapImage(b"", [], [], 0, next_pk)
+    v = _read_by_log(heap, log)
+    if v is None:
+        return None
+    offs, ends, live = v.offs, v.ends, v.live
+    kept = (ends - offs)[live]
     offsets = np.zeros(len(live), np.int64)
     np.cumsum(kept[:-1], out=offsets[1:])
     hashes = np.frombuffer(heap, np.uint64)[(offs[live] + R.PREV_HASH_AT + 8) >> 3]
-    int_keys = np.where(flags[live] & R.INT_KEY, np.uint64(_INT_ENTRY), np.uint64(0))
+    int_keys = np.where(v.flags[live] & R.INT_KEY, np.uint64(_INT_ENTRY), np.uint64(0))
     # Neighbouring live records are copied as one run.
     breaks = np.flatnonzero(np.diff(live) != 1) + 1
     firsts = live[np.r_[0, breaks]] if len(live) else live
