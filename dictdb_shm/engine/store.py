@@ -104,25 +104,28 @@ class TableStore(TableMapping):
                 if not self._mask:
                     found = None             # never written: no directory yet
                 elif pkb is None:
+                    # Slot words walked without a range iterator (a tenth of a get).
                     mask = self._mask
                     dw = self._dw
-                    i = h >> self._shift
-                    for _ in range(mask + 1):
-                        eo = dw[2 * i + 1]
-                        if eo == 0:
-                            found = None
-                            break
-                        if dw[2 * i] == h and eo & _INT_ENTRY and eo != _TOMB:
+                    j = (h >> self._shift) << 1        # the slot's hash word
+                    left = mask                        # probes after this one
+                    found = None
+                    eo = dw[j + 1]
+                    while eo:
+                        if dw[j] == h and eo & _INT_ENTRY and eo != _TOMB:
                             heap = self.heap
                             off = (eo & _OFFSET_MASK) - 1
                             _, blen, kind, _, pklen = _RHEAD(heap, off)
                             off += _HDR + pklen
-                            found = None if kind != _VALUE else \
-                                _unpackb(heap[off:off + blen], strict_map_key=False)
+                            if kind == _VALUE:
+                                found = _unpackb(heap[off:off + blen], strict_map_key=False)
                             break
-                        i = (i + 1) & mask
-                    else:
-                        found = _TornRead
+                        if not left:                   # every slot probed: torn words
+                            found = _TornRead
+                            break
+                        left -= 1
+                        j = (j + 2) & ((mask << 1) | 1)
+                        eo = dw[j + 1]
                 else:
                     found = self._lookup(pkb, h, 0)
             except Exception:  # torn bytes: seq decides below
