@@ -18,7 +18,9 @@ from dictdb_shm.persistence import journal as J
 @pytest.fixture
 def header():
     """A catalog header of our own: the journal reads its generation there."""
-    return bytearray(L.SLOTS_AT)
+    buf = bytearray(L.SLOTS_AT)
+    J.initialize(buf)
+    return buf
 
 
 def write(directory, header, *calls):
@@ -51,13 +53,55 @@ def test_writers_follow_the_generation_in_the_header(tmp_path, header):
     assert J.generations(str(tmp_path)) == [0, 7]
 
 
-def test_a_torn_last_entry_is_dropped_at_every_cut(tmp_path, header):
+def test_the_file_is_filled_with_zeros_ahead_of_its_entries(tmp_path, header):
     path = write(tmp_path, header, *CALLS)
     data = open(path, "rb").read()
+    end = sum(len(J.frame(J.WRITE, t, J.write_ops(c))) for t, c in CALLS)
+    assert L.words(header)[L.JOURNAL_END_AT // L.WORD] == end
+    assert len(data) > J.PREFILL > end and not data[end:].strip(b"\0")
+    j = J.Journal(str(tmp_path), L.DURABILITY_NO, header)     # another process's appender
+    j.write("t", CALLS[0][1])
+    j.close()
+    assert list(J.entries(path)) == EXPECTED + EXPECTED[:1]
+
+
+def test_a_torn_last_entry_is_dropped_at_every_cut(tmp_path, header):
+    """Cut short as an appending writer leaves it (the file ends there) and
+    as a positioned one does (zeros after the bytes that made it)."""
+    path = write(tmp_path, header, *CALLS)
+    data = open(path, "rb").read()
+    end = L.words(header)[L.JOURNAL_END_AT // L.WORD]
     last = len(J.frame(J.WRITE, "u", J.write_ops(CALLS[2][1])))
     for cut in range(1, last):
-        open(path, "wb").write(data[:len(data) - cut])
-        assert list(J.entries(path)) == EXPECTED[:2], cut
+        for torn in (data[:end - cut], data[:end - cut] + bytes(cut) + data[end:]):
+            open(path, "wb").write(torn)
+            assert list(J.entries(path)) == EXPECTED[:2], cut
+
+
+def test_a_dead_writers_reservation_is_padded_and_stepped_over(tmp_path, header):
+    """A writer that died holding the journal's mutex left ``reserved``
+    bytes at the end, written in part or not at all: the next writer covers
+    them with a PAD entry and appends after them; whole entries are kept."""
+    frames = [J.frame(J.WRITE, t, J.write_ops(c)) for t, c in CALLS]
+    w = L.words(header)
+    for cut in (0, 5, 20, len(frames[1])):
+        path = write(tmp_path, header, CALLS[0])
+        pos = w[L.JOURNAL_END_AT // L.WORD]
+        with open(path, "r+b") as f:                       # what the dead writer wrote
+            f.seek(pos)
+            f.write(frames[1][:cut])
+        w[L.JOURNAL_RESERVED_AT // L.WORD] = len(frames[1])
+        j = J.Journal(str(tmp_path), L.DURABILITY_NO, header)
+        j._step_over_dead_reservation()       # what _place does when the owner died
+        j.write(*CALLS[2])
+        j.close()
+        expect = [EXPECTED[0]] + ([EXPECTED[1]] if cut == len(frames[1]) else []) + [EXPECTED[2]]
+        assert list(J.entries(path)) == expect, cut
+        kinds = [what for what, *_ in J._scan(open(path, "rb").read(), path)]
+        assert kinds == ([J.ENTRY] * 3 if cut == len(frames[1]) else [J.ENTRY, J.PAD, J.ENTRY])
+        os.unlink(path)
+        for word in (L.JOURNAL_FILE_AT, L.JOURNAL_END_AT, L.JOURNAL_FILLED_AT):
+            w[word // L.WORD] = 0
 
 
 def test_a_torn_entry_before_other_entries_is_skipped(tmp_path, header):

@@ -20,7 +20,9 @@ from dictdb_shm.persistence import journal as J
 from dictdb_shm.engine import bulk
 from dictdb_shm.persistence import restore
 from dictdb_shm.persistence import snapshot as snap
-from proctools import coordinator_pid
+from proctools import coordinator_pid, process_state, spawn_paused
+
+__all__ = ["spawn_paused"]       # a fixture
 
 
 def reboot(db: str, pids: list[int]) -> None:
@@ -122,9 +124,10 @@ def test_a_torn_last_entry_is_dropped(db_name, tmp_path):
     reboot(db_name, [])
     gen = J.generations(directory)[-1]
     path = J.journal_path(directory, gen)
-    data = open(path, "rb").read()
-    with open(path, "r+b") as f:
-        f.truncate(len(data) - 3)            # the last entry, cut mid-write
+    end = J._logical_end(path)[0]
+    with open(path, "r+b") as f:             # the last entry, cut mid-write: zeros
+        f.seek(end - 3)                      # where its last bytes did not land
+        f.write(bytes(3))
     db = DictDB(db_name, path=directory, durability="always")
     assert [r["v"] for r in db.get_table("t").all()] == list(range(10))
     db.close()
@@ -252,3 +255,28 @@ def test_restore_of_a_bulk_built_table_equals_its_source(db_name, tmp_path):
             str(r) for r in expect if r["age"] == 4)
     finally:
         other.destroy()
+
+
+@pytest.mark.parametrize("point", [J.RESERVED_POINT])
+def test_a_writer_killed_holding_the_journal_leaves_it_readable(db_name, tmp_path,
+                                                              spawn_paused, point):
+    """A process SIGKILLed after it reserved its entry's place and before it
+    wrote it (holding the journal's mutex): the next writer covers the place
+    with a PAD entry, and after a reboot every acknowledged write is back."""
+    directory = str(tmp_path)
+    db = DictDB(db_name, path=directory, durability="always")
+    t = db.create_table("t")
+    t.insert({"id": 1, "v": "before"})
+    w = spawn_paused("insert_one", db_name, "t", '{"id": 2, "v": "killed"}')
+    wait_until(lambda: process_state(w.pid) == "T", 60, "the writer to stop at its crash point")
+    w.kill()
+    t.insert({"id": 3, "v": "after"})      # takes the journal's mutex from the dead writer
+    reboot(db_name, [])
+    path = J.journal_path(directory, J.generations(directory)[-1])
+    kinds = [what for what, *_ in J._scan(open(path, "rb").read(), path)]
+    assert J.PAD in kinds
+    db = DictDB(db_name, path=directory, durability="always")
+    rows = {r["id"]: r["v"] for r in db.get_table("t").all()}
+    assert rows[1] == "before" and rows[3] == "after"
+    assert 2 not in rows                   # committed in memory, never journaled: not acknowledged
+    db.close()

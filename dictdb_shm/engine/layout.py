@@ -42,6 +42,12 @@ Header, bytes [0, 4096)::
                                    database's; the coordinator moves it on at each
                                    snapshot: persistence/journal.py)
     152  u64 durability            DURABILITY_NONE (no path), _NO, _EVERYSEC, _ALWAYS
+    160  the journal's append mutex (lock/robust_mutex.py), MUTEX_SIZE bytes, then
+    224  u64 journal file          the generation the three words below describe
+    232  u64 journal end           where the next entry goes in that file
+    240  u64 journal filled        bytes of it written (zeros past the end)
+    248  u64 journal reserved      length of the entry being written at the end
+                                   (0 when none): persistence/journal.py
     256  u16 control socket path length, then the path of the coordinator's
          socket (at most SOCKET_PATH_MAX bytes); 0 until a coordinator listens
     1024 u16 persistence directory length, then the directory of a durable
@@ -103,7 +109,7 @@ from __future__ import annotations
 import struct
 from typing import Any, NamedTuple
 
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 MAGIC = b"DDBSHMC1"
 FLAG_PRIVATE = 1
 
@@ -125,6 +131,11 @@ SOCKET_PATH_LEN = struct.Struct("<H")
 SOCKET_PATH_MAX = 512
 JOURNAL_GENERATION_AT = 144
 DURABILITY_AT = 152
+JOURNAL_MUTEX_AT = 160
+JOURNAL_FILE_AT = 224
+JOURNAL_END_AT = 232
+JOURNAL_FILLED_AT = 240
+JOURNAL_RESERVED_AT = 248
 DURABILITY_NONE, DURABILITY_NO, DURABILITY_EVERYSEC, DURABILITY_ALWAYS = 0, 1, 2, 3
 PERSIST_PATH_AT = 1024
 PERSIST_PATH_LEN = struct.Struct("<H")

@@ -60,6 +60,7 @@ class Keeper:
         it in the header and fill the tables from it."""
         self.claim()
         catalog.set_persistence(self.path, self.durability)
+        J.initialize(catalog.buf)
         att = Attachment(self.db, catalog, DEFAULT_LOCK_TIMEOUT)
         done = restore.restore(att, self.path)
         self._since = done["since"]
