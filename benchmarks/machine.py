@@ -169,7 +169,7 @@ class Phases:
         """``body(attempt)`` until it is not disturbed or the retries are used up.
         ``own_cpus``: the CPUs the phase keeps busy itself (more than 1 when it
         runs parallel work), which raises its busy limit by as much."""
-        limit = self.busy_limit + own_cpus - 1.0
+        limit = self.busy_limit if own_cpus == 1.0 else self.busy_limit + own_cpus - 1.0
         for attempt in range(self.retries + 1):
             ph = wait_idle(self.wait_s, name if not attempt else f"{name} (retry {attempt})")
             self.done.append(ph)
