@@ -43,10 +43,12 @@ def append_records(desc: Descriptor, heap: Any, dw: Any, shift: int, mask: int,
     touched = []
     off = desc.heap_end
     for pk, pkb, h, int_key, body, mode, total, record in batch:
-        # records.probe written out: the call is a twentieth of an insert.
+        # records.probe written out (the call is a twentieth of an insert),
+        # and without a range iterator (another).
         i = h >> shift
         tomb = -1
-        for _ in range(mask + 1):
+        left = mask                        # probes after this one
+        while True:
             eo = dw[2 * i + 1]
             if eo == 0:
                 found = -1
@@ -58,10 +60,11 @@ def append_records(desc: Descriptor, heap: Any, dw: Any, shift: int, mask: int,
                 found = (eo & _OFFSET_MASK) - 1
                 if int_key or heap[found + _HDR:found + _HDR + _RHEAD(heap, found)[4]] == pkb:
                     break
+            if not left:
+                raise CorruptionError(f"the directory of table {table!r} has no "
+                                      "free entry")
+            left -= 1
             i = (i + 1) & mask
-        else:
-            raise CorruptionError(f"the directory of table {table!r} has no "
-                                  "free entry")
         kind = R.KIND_MARKER if mode == DELETE else _VALUE
         pklen = len(pkb)
         flags = R.INT_KEY if int_key else 0

@@ -205,11 +205,12 @@ class Index:
     def _find(self, vh: int) -> tuple[int, int, int]:
         """(slot, head + 1, count) of value hash ``vh``; head 0 when absent
         (slot is then where to insert)."""
-        buf, mask = self.buf, self.mask
+        buf, mask, values = self.buf, self.mask, self.values
         i = vh >> self.shift
         tomb = -1
-        for _ in range(mask + 1):
-            h, head, count = _VAL.unpack_from(buf, self.values + 16 * i)
+        left = mask                        # probes after this one (no range iterator: hot)
+        while True:
+            h, head, count = _VAL.unpack_from(buf, values + 16 * i)
             if h == 0:
                 return (tomb if tomb >= 0 else i), 0, 0
             if h == _TOMB:
@@ -217,8 +218,10 @@ class Index:
                     tomb = i
             elif h == vh:
                 return i, head, count
+            if not left:
+                raise RuntimeError("index value table is full")
+            left -= 1
             i = (i + 1) & mask
-        raise RuntimeError("index value table is full")
 
     def add(self, slot: int, ident: tuple[int, bytes]) -> None:
         """Link directory slot ``slot`` into the chain of its value."""

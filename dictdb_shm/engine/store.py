@@ -60,6 +60,7 @@ BULK_INDEX_REBUILD = 1024   # a write of more rows builds a fresh index segment
 _RHEAD = R.HEAD.unpack_from
 _decode = R.decode_body
 _unpackb = R._unpackb
+_LOCK_FREE = OPTIMISTIC_TRIES > 0     # not on machines that reorder stores
 _TOMB = R.TOMBSTONE
 _VALUE = R.KIND_VALUE
 _INT_ENTRY = R.INT_ENTRY
@@ -84,32 +85,22 @@ class TableStore(TableMapping):
     # -------------------------------------------------------------- point read
     def get(self, pk: Any, default: Any = None) -> Any:
         """The record with primary key ``pk``, or ``default``.  Lock-free.
-        Hot path: an int key's probe is written out (a call costs ~10%)."""
+        Hot path: the first lock-free attempt at an int key is written out
+        (the seqlock words, the probe, the decode: each call costs ~10%);
+        other keys, retries and the locked read are ``_get_retrying``'s."""
         if type(pk) is int and _INT_MIN <= pk <= _INT_MAX:
             h = ((pk & _MASK64) * _GOLDEN) & _MASK64
-            pkb = None
-        else:
-            try:
-                pk = R.normalize_key(pk)
-                pkb = R._packb(pk)
-            except (TypeError, ValueError, OverflowError):
-                return default
-            h = R.key_hash(pk, pkb)[0]
-        w, seq_w = self._w, self._seq_w
-        for _ in range(OPTIMISTIC_TRIES):
-            seq = self._begin_read()
-            if seq < 0:
-                break
-            try:
-                if not self._mask:
-                    found = None             # never written: no directory yet
-                elif pkb is None:
-                    # Slot words walked without a range iterator (a tenth of a get).
-                    mask = self._mask
+            w, seq_w = self._w, self._seq_w
+            seq = w[seq_w]
+            mask = self._mask
+            if not seq & 1 and w[seq_w + 1] == self._active and w[seq_w + 2] == self.uid \
+                    and mask and _LOCK_FREE:
+                found = None
+                try:
+                    # The slot words walked without a range iterator (a tenth of a get).
                     dw = self._dw
                     j = (h >> self._shift) << 1        # the slot's hash word
                     left = mask                        # probes after this one
-                    found = None
                     eo = dw[j + 1]
                     while eo:
                         if dw[j] == h and eo & _INT_ENTRY and eo != _TOMB:
@@ -126,16 +117,36 @@ class TableStore(TableMapping):
                         left -= 1
                         j = (j + 2) & ((mask << 1) | 1)
                         eo = dw[j + 1]
-                else:
-                    found = self._lookup(pkb, h, 0)
+                except Exception:  # torn bytes: seq decides below
+                    found = _TornRead
+                if w[seq_w] == seq and found is not _TornRead:
+                    return default if found is None else found
+            return self._get_retrying(pk, R._packb(pk), default)
+        try:
+            pk = R.normalize_key(pk)
+            pkb = R._packb(pk)
+        except (TypeError, ValueError, OverflowError):
+            return default
+        return self._get_retrying(pk, pkb, default)
+
+    def _get_retrying(self, pk: Any, pkb: bytes, default: Any) -> Any:
+        """``get`` past its written-out first attempt: lock-free attempts
+        through ``_begin_read`` (which maps a new generation), then the read lock."""
+        h, int_key = R.key_hash(pk, pkb)
+        w, seq_w = self._w, self._seq_w
+        for _ in range(OPTIMISTIC_TRIES):
+            seq = self._begin_read()
+            if seq < 0:
+                break
+            try:
+                found = self._lookup(pkb, h, int_key)
             except Exception:  # torn bytes: seq decides below
                 found = _TornRead
             if w[seq_w] == seq and found is not _TornRead:
                 return default if found is None else found
-        key = R._packb(pk) if pkb is None else pkb
         with self.lock.read_lock():
             self._check_table()
-            found = self._lookup(key, *R.key_hash(pk, key))
+            found = self._lookup(pkb, h, int_key)
         return default if found is None else found
 
     def _lookup(self, pkb: bytes, h: int, int_key: int) -> Any:
