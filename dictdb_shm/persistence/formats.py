@@ -137,15 +137,21 @@ def write_pickle(f: BinaryIO, images: list[TableImage], progress: Progress = Non
             raise CorruptionError(f"table {img.name!r}: {built.count} live records found, "
                                   f"its descriptor says {img.count}")
         parts = snapshot.sections(built)
-        crc = 0
-        for part in parts:
-            crc = zlib.crc32(part, crc)
+        crc = _crc_of(parts)
         # PickleBuffer: the C pickler writes each section from its buffer, no copy.
         pickle.dump({"count": built.count, "next_pk": built.next_pk, "dir_cap": built.dir_cap,
                      "crc": crc, "sections": [pickle.PickleBuffer(p) for p in parts]},
                     f, protocol=PICKLE_PROTOCOL)
         if progress:
             progress(img.count)
+
+
+def _crc_of(parts: Iterable[Any]) -> int:
+    """The crc32 of a version 2 table's sections, one after the other."""
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return crc
 
 
 # ------------------------------------------------------------------ reading
@@ -246,10 +252,7 @@ def _segments(f: BinaryIO, path: str, td: TableData, count: int, layout: Any) ->
         raise _bad(path, f"{where}: its sections are not four byte strings with their sizes")
     if t["count"] != count:
         raise _bad(path, f"{where} holds {t['count']} records, the header says {count}")
-    crc = 0
-    for part in parts:
-        crc = zlib.crc32(part, crc)
-    if crc != t["crc"]:
+    if _crc_of(parts) != t["crc"]:
         raise _bad(path, f"{where}: the checksum of its records does not match (damaged)")
     try:
         built = snapshot.from_sections(parts, count, t["dir_cap"], t["next_pk"], td.indexes,
